@@ -1,0 +1,1 @@
+"""The ``abode`` command: the composition root that starts nodes and routers."""

@@ -1,0 +1,49 @@
+"""One call to one object, as it travels from a caller to the object's home.
+
+Routers, stubs inside objects, and the node runtime all speak in Invocations; only
+``cluster.wire`` turns them into protobuf messages and back.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Protocol
+
+from cluster.http import Request, Response
+
+# The call chain of the event running in this task. A call that belongs to the chain
+# of an object's running event is admitted at once, so A -> B -> A cannot deadlock.
+current_chain: ContextVar[bytes | None] = ContextVar("abode_chain", default=None)
+
+
+def chain_for_call() -> bytes:
+    """The running event's chain, or a fresh one for a call that starts a chain."""
+    return current_chain.get() or os.urandom(8)
+
+
+@dataclass(slots=True)
+class Invocation:
+    namespace: str
+    object_id: bytes
+    chain: bytes
+    timeout: float
+    request: Request | None = None  # set for fetch
+    method: str = ""  # set for RPC
+    args: bytes = b""  # msgpack [args, kwargs]
+    revision: int = 0
+    hops: int = 0
+
+
+# What a call produces: a Response for fetch, msgpack bytes for RPC.
+Outcome = Response | bytes
+
+
+class Transport(Protocol):
+    """Delivers an invocation to the object's home and returns its outcome.
+
+    Raises an ``AbodeError`` for refusals, timeouts and handler errors.
+    """
+
+    async def invoke(self, inv: Invocation) -> Outcome: ...

@@ -1,0 +1,152 @@
+"""The client end of the batched data path: one bidirectional stream per peer node.
+
+Calls are not sent one RPC each: every call goes into an outbox, and a writer task
+sends everything that is ready as one Envelope. Results come back batched the same
+way and are matched to their callers by call id. While one write is in flight,
+new calls gather, so batching grows with load on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+
+import grpc
+
+from cluster import wire
+from cluster.errors import AbodeError, CallTimeout, Unavailable
+from cluster.invocation import Invocation, Outcome
+from cluster.rpc.v1 import node_pb2 as pb
+from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+class ConnectionLost(AbodeError):
+    """The stream broke after the call was sent: it may or may not have run."""
+
+    code = "connection_lost"
+
+
+class PeerClient:
+    def __init__(self, address: str, *, max_batch: int = 512) -> None:
+        self.address = address
+        self._max_batch = max_batch
+        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._stub = pb_grpc.NodeStub(self._channel)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._outbox: list[pb.Call] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.envelopes_sent = 0
+        self.calls_sent = 0
+
+    async def invoke(self, inv: Invocation) -> Outcome:
+        if self._closed:
+            raise Unavailable(f"connection to {self.address} is closed")
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        call_id = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = fut
+        self._outbox.append(wire.call_to_pb(call_id, inv))
+        self._wake.set()
+        try:
+            # A little slack over the callee's own deadline, so its answer wins the race.
+            async with asyncio.timeout(inv.timeout + 1.0):
+                outcome = await fut
+        except TimeoutError:
+            raise CallTimeout(f"no answer from {self.address} within {inv.timeout:g} s") from None
+        finally:
+            self._pending.pop(call_id, None)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome  # type: ignore[no-any-return]
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while not self._closed:
+            stream = self._stub.Exchange()
+            sent: set[int] = set()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._write(stream, sent))
+                    tg.create_task(self._read(stream))
+            except* Exception as group:
+                exc = group.exceptions[0]
+                log.info("stream to %s broke: %s", self.address, _describe(exc))
+            self._fail(sent)
+            stream.cancel()
+            if self._closed:
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    async def _write(self, stream: Any, sent: set[int]) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outbox:
+                batch = self._outbox[: self._max_batch]
+                del self._outbox[: self._max_batch]
+                sent.update(c.id for c in batch)
+                await stream.write(pb.Envelope(calls=batch))
+                self.envelopes_sent += 1
+                self.calls_sent += len(batch)
+
+    async def _read(self, stream: Any) -> None:
+        pending = self._pending
+        while True:
+            env = await stream.read()
+            if env is grpc.aio.EOF:
+                raise ConnectionError("peer closed the stream")
+            for result in env.results:
+                fut = pending.get(result.id)
+                if fut is not None and not fut.done():
+                    fut.set_result(wire.outcome_from_pb(result))
+
+    def _fail(self, sent: set[int]) -> None:
+        # A call the peer may have run must not be retried blindly (ConnectionLost);
+        # a call never sent is safe to retry (Unavailable is a refusal).
+        unsent = {c.id for c in self._outbox}
+        self._outbox.clear()
+        for call_id, fut in list(self._pending.items()):
+            if fut.done():
+                continue
+            if call_id in sent:
+                fut.set_result(ConnectionLost(f"connection to {self.address} lost mid-call"))
+            elif call_id in unsent or self._closed:
+                fut.set_result(Unavailable(f"node {self.address} is unreachable"))
+
+    async def close(self) -> None:
+        """Fail what is outstanding and close the channel. Safe to call twice."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._fail(set())
+        await self._channel.close()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,90 @@
+"""Translation between protobuf messages and abode's own values. The only place that does it."""
+
+from __future__ import annotations
+
+from cluster.errors import AbodeError, Refused, RemoteError, from_code
+from cluster.http import Request, Response
+from cluster.invocation import Invocation, Outcome
+from cluster.rpc.v1 import node_pb2 as pb
+
+
+def call_to_pb(call_id: int, inv: Invocation) -> pb.Call:
+    msg = pb.Call(
+        id=call_id,
+        namespace=inv.namespace,
+        object_id=inv.object_id,
+        revision=inv.revision,
+        hops=inv.hops,
+        chain=inv.chain,
+        timeout_ms=max(1, int(inv.timeout * 1000)),
+    )
+    req = inv.request
+    if req is not None:
+        h = msg.http
+        h.method = req.method
+        h.url = req.url
+        h.path = req.path
+        h.body = req.body
+        h.headers.extend(pb.Header(name=k, value=v) for k, v in req.headers.items())
+    else:
+        msg.method.name = inv.method
+        msg.method.args = inv.args
+    return msg
+
+
+def call_from_pb(msg: pb.Call) -> Invocation:
+    inv = Invocation(
+        namespace=msg.namespace,
+        object_id=msg.object_id,
+        chain=msg.chain,
+        timeout=msg.timeout_ms / 1000.0,
+        revision=msg.revision,
+        hops=msg.hops,
+    )
+    if msg.WhichOneof("kind") == "http":
+        h = msg.http
+        inv.request = Request(
+            h.url,
+            method=h.method,
+            headers=[(x.name, x.value) for x in h.headers],
+            body=h.body,
+            path=h.path,
+        )
+    else:
+        inv.method = msg.method.name
+        inv.args = msg.method.args
+    return inv
+
+
+def outcome_to_pb(call_id: int, outcome: Outcome | BaseException) -> pb.Result:
+    msg = pb.Result(id=call_id)
+    if isinstance(outcome, Response):
+        h = msg.http
+        h.status = outcome.status
+        h.body = outcome.body
+        h.headers.extend(pb.Header(name=k, value=v) for k, v in outcome.headers.items())
+    elif isinstance(outcome, bytes):
+        msg.value = outcome
+    else:
+        err = outcome if isinstance(outcome, AbodeError) else RemoteError(
+            str(outcome), type(outcome).__name__
+        )
+        e = msg.error
+        e.code = err.code
+        e.message = err.message
+        if isinstance(err, RemoteError):
+            e.remote_type = err.remote_type
+        if isinstance(err, Refused):
+            e.retry_after_ms = int(err.retry_after * 1000)
+    return msg
+
+
+def outcome_from_pb(msg: pb.Result) -> Outcome | AbodeError:
+    kind = msg.WhichOneof("kind")
+    if kind == "http":
+        h = msg.http
+        return Response(h.body, status=h.status, headers=[(x.name, x.value) for x in h.headers])
+    if kind == "value":
+        return msg.value
+    e = msg.error
+    return from_code(e.code, e.message, e.remote_type, e.retry_after_ms / 1000.0)

@@ -1,0 +1,1 @@
+"""Example apps: copy one to start your own."""

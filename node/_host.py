@@ -1,0 +1,259 @@
+"""One active object: its instance, its mailbox, and the output gate.
+
+Events run one at a time in arrival order, each to completion (awaits included);
+a call from the running event's own chain (A -> B -> A) is admitted at once so
+call cycles cannot deadlock. Each event's writes form one batch; its outputs are
+released only when the object's latest commit is durable, while the next event may
+already run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cluster import codec
+from cluster.errors import AbodeError, CallTimeout, CommitFailed, Overloaded, UnknownMethod
+from cluster.http import Request, Response
+from cluster.ids import ObjectId
+from cluster.invocation import current_chain
+from node._object import RESERVED_METHODS, AbortSignal, AlarmInfo, DurableObject, ObjectContext
+from node._storage import Storage
+
+if TYPE_CHECKING:
+    from node._runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Reply = Callable[[Any], None]  # receives an Outcome or an exception
+
+
+@dataclass(slots=True)
+class Event:
+    kind: str  # "fetch" | "rpc" | "alarm" | "task"
+    chain: bytes
+    reply: Reply | None
+    deadline: float
+    request: Request | None = None
+    method: str = ""
+    args: bytes = b""
+    coro: Coroutine[Any, Any, Any] | None = None
+    alarm: AlarmInfo | None = None
+    alarm_when: int = 0
+
+
+class ObjectHost:
+    def __init__(self, runtime: Runtime, object_id: ObjectId, cls: type[DurableObject]) -> None:
+        self.runtime = runtime
+        self.id = object_id
+        self.cls = cls
+        self.storage = Storage(object_id.raw, object_id.namespace, runtime.store)
+        self.ctx = ObjectContext(object_id, self.storage, self)
+        self.instance: DurableObject | None = None
+        self.queue: deque[Event] = deque()
+        self.pump: asyncio.Task[None] | None = None
+        self.running: Event | None = None
+        self.tasks = 0  # wait_until events not yet finished
+        self.nested = 0  # re-entrant events running now
+        self.broken = False
+        self.last_used = time.monotonic()
+        self.active_since = self.last_used
+        self._blockers: list[asyncio.Task[Any]] = []
+
+    # -- admission ------------------------------------------------------------------
+    def submit(self, ev: Event) -> None:
+        running = self.running
+        if running is not None and ev.chain == running.chain:
+            self.nested += 1
+            self.runtime.spawn(self._run_nested(ev))
+            return
+        if len(self.queue) >= self.runtime.config.max_queue and ev.kind != "task":
+            _reply(ev, Overloaded("overloaded", retry_after=1.0))
+            return
+        self.queue.append(ev)
+        if self.pump is None:
+            self.pump = self.runtime.spawn(self._pump())
+
+    def wait_until(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.tasks += 1
+        self.submit(Event("task", os.urandom(8), None, float("inf"), coro=coro))
+
+    def block_while(self, fn: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
+        # A task, not a coroutine: a constructor (which cannot await) just calls it,
+        # and activation waits for every such task before the first event.
+        task = asyncio.ensure_future(fn())
+        self._blockers.append(task)
+        return task
+
+    @property
+    def idle(self) -> bool:
+        last = self.storage.last_commit
+        return (
+            self.pump is None
+            and not self.queue
+            and self.tasks == 0
+            and self.nested == 0
+            and (last is None or last.done())
+        )
+
+    # -- the mailbox ----------------------------------------------------------------
+    async def _pump(self) -> None:
+        try:
+            if self.instance is None and not await self._activate():
+                return
+            while self.queue and not self.broken:
+                ev = self.queue.popleft()
+                if ev.deadline < time.monotonic():
+                    _reply(ev, CallTimeout("the call timed out before the object could run it"))
+                    continue
+                await self._run(ev)
+        finally:
+            self.pump = None
+            self.last_used = time.monotonic()
+            if self.broken:
+                self.runtime.reset(self)
+
+    async def _activate(self) -> bool:
+        t0 = time.perf_counter()
+        self.storage.begin()
+        try:
+            self.instance = self.cls(self.ctx, self.runtime.env)
+            while self._blockers:
+                await self._blockers.pop(0)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.storage.discard()
+            log.exception("constructor of %s failed", self.id.namespace)
+            self.broken = True
+            err = exc.to_error() if isinstance(exc, AbortSignal) else exc
+            while self.queue:
+                _reply(self.queue.popleft(), err)
+            return False
+        self._commit(self.storage.end())
+        self.runtime.activated(self, time.perf_counter() - t0)
+        return True
+
+    async def _run_nested(self, ev: Event) -> None:
+        try:
+            await self._run(ev)
+        finally:
+            self.nested -= 1
+
+    async def _run(self, ev: Event) -> None:
+        storage = self.storage
+        storage.begin()
+        outer, self.running = self.running, ev
+        token = current_chain.set(ev.chain)
+        outcome: Any
+        alarm: tuple[int | None] | None = None
+        try:
+            outcome = await self._dispatch(ev)
+            while self._blockers:
+                await self._blockers.pop(0)
+            if storage.depth == 1 and storage.alarm_touched():
+                alarm = (await storage.get_alarm(),)
+        except asyncio.CancelledError:
+            storage.discard()
+            raise
+        except AbortSignal as sig:
+            storage.discard()
+            outcome = sig.to_error()
+            self.broken = True
+        except Exception as exc:
+            storage.discard()
+            outcome = exc
+            if ev.kind != "rpc" or not isinstance(exc, AbodeError):
+                log.info("%s handler of %s raised %s: %s", ev.kind, self.id.namespace,
+                         type(exc).__name__, exc)
+        else:
+            self._commit(storage.end(), alarm)
+        finally:
+            current_chain.reset(token)
+            self.running = outer
+            self.last_used = time.monotonic()
+            if ev.kind == "task":
+                self.tasks -= 1
+        self._gate(ev, outcome)
+
+    async def _dispatch(self, ev: Event) -> Any:
+        inst = self.instance
+        assert inst is not None
+        if ev.kind == "fetch":
+            assert ev.request is not None
+            resp = await inst.fetch(ev.request)
+            if not isinstance(resp, Response):
+                raise TypeError(f"fetch must return a Response, not {type(resp).__name__}")
+            return resp
+        if ev.kind == "rpc":
+            return await self._call_method(inst, ev.method, ev.args)
+        if ev.kind == "alarm":
+            return await self._alarm(inst, ev)
+        assert ev.coro is not None
+        return await ev.coro
+
+    async def _call_method(self, inst: DurableObject, name: str, payload: bytes) -> bytes:
+        fn = None
+        if not name.startswith("_") and name not in RESERVED_METHODS:
+            fn = getattr(inst, name, None)
+        if fn is None or not callable(fn):
+            raise UnknownMethod(f"{type(inst).__name__} has no public method {name!r}")
+        args, kwargs = codec.unpack(payload)
+        result = fn(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return codec.pack(result)
+
+    async def _alarm(self, inst: DurableObject, ev: Event) -> None:
+        # A deleted or moved alarm does not fire (it may have changed after scheduling).
+        if await self.storage.get_alarm() != ev.alarm_when:
+            return
+        assert ev.alarm is not None
+        await inst.alarm(ev.alarm)
+        if not self.storage.alarm_touched():
+            await self.storage.delete_alarm()
+
+    # -- durability and the output gate ---------------------------------------------
+    def _commit(self, batch: Any, alarm: tuple[int | None] | None = None) -> None:
+        if not batch:
+            return
+        fut = self.runtime.committer.submit(batch)
+        self.storage.last_commit = fut
+        ns, oid = self.id.namespace, self.id.raw
+
+        def done(f: asyncio.Future[None]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                self.broken = True
+                if self.pump is None:
+                    self.runtime.reset(self)
+            elif alarm is not None:
+                self.runtime.alarms.set(oid, ns, alarm[0])
+
+        fut.add_done_callback(done)
+
+    def _gate(self, ev: Event, outcome: Any) -> None:
+        fut = self.storage.last_commit
+        if fut is None or fut.done():
+            _reply(ev, _after_commit(fut, outcome))
+        else:
+            fut.add_done_callback(lambda f: _reply(ev, _after_commit(f, outcome)))
+
+
+def _after_commit(fut: asyncio.Future[None] | None, outcome: Any) -> Any:
+    if fut is not None and (fut.cancelled() or fut.exception() is not None):
+        return CommitFailed("the object's writes could not be made durable; it was reset")
+    return outcome
+
+
+def _reply(ev: Event, outcome: Any) -> None:
+    if ev.reply is not None:
+        ev.reply(outcome)
+    elif isinstance(outcome, BaseException) and ev.kind == "task":
+        log.warning("wait_until task failed: %s: %s", type(outcome).__name__, outcome)

@@ -1,0 +1,99 @@
+"""What object authors subclass and receive: DurableObject, ctx, AlarmInfo."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from cluster.env import Env
+from cluster.errors import Aborted
+from cluster.http import Request, Response
+from cluster.ids import ObjectId
+from node._storage import Storage
+
+if TYPE_CHECKING:
+    from node._host import ObjectHost
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmInfo:
+    retry_count: int = 0
+
+    @property
+    def is_retry(self) -> bool:
+        return self.retry_count > 0
+
+
+class AbortSignal(BaseException):
+    """Raised by ``ctx.abort``; a BaseException so ``except Exception`` cannot swallow it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def to_error(self) -> Aborted:
+        return Aborted(f"object aborted: {self.reason}")
+
+
+class ObjectContext:
+    """``self.ctx``: the object's id, storage and its handles on the runtime."""
+
+    def __init__(self, object_id: ObjectId, storage: Storage, host: ObjectHost) -> None:
+        self.id = object_id
+        self.storage = storage
+        self._host = host
+
+    async def block_concurrency_while(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn`` with no other event delivered until it finishes."""
+        return await self._host.block_while(fn)
+
+    def wait_until(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as an event of its own after the current one."""
+        if not asyncio.iscoroutine(coro):
+            raise TypeError("wait_until takes a coroutine")
+        self._host.wait_until(coro)
+
+    def abort(self, reason: str = "aborted") -> None:
+        """Reset the object: the current event fails and the next one meets a new instance."""
+        raise AbortSignal(reason)
+
+
+class DurableObject:
+    """Base class of durable objects. Each subclass is a namespace.
+
+    Override ``fetch`` for HTTP, add public async methods for RPC, ``alarm`` for
+    alarms. The namespace is the class name unless the class sets ``namespace``.
+    """
+
+    namespace: ClassVar[str] = ""
+    _abode_namespace: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("namespace") or cls.__name__
+        if not name.isidentifier() or name == "id":
+            raise ValueError(f"namespace {name!r} must be an identifier other than 'id'")
+        cls._abode_namespace = name
+
+    def __init__(self, ctx: ObjectContext, env: Env) -> None:
+        self.ctx = ctx
+        self.env = env
+
+    async def fetch(self, request: Request) -> Response:
+        return Response.json(
+            {"error": f"{type(self).__name__} does not handle HTTP requests (no fetch method)"},
+            status=501,
+        )
+
+    async def alarm(self, info: AlarmInfo) -> None:
+        """Called when the object's alarm fires."""
+
+
+# Methods of the base class are event handlers, never RPC targets.
+RESERVED_METHODS = frozenset(
+    name for name in dir(DurableObject) if not name.startswith("_")
+) | {"ctx", "env"}

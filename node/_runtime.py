@@ -1,0 +1,199 @@
+"""The object runtime of one node: which objects are active, and their lifecycles.
+
+Activates an object on its first event, evicts idle ones (after ``idle_timeout``,
+and least-recently-used past ``max_active_objects``), fires alarms, and drains on
+shutdown. Each active object is an ``ObjectHost``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from cluster import ids
+from cluster.app import App
+from cluster.env import Env
+from cluster.errors import CallTimeout, Unavailable, UnknownNamespace
+from cluster.invocation import Invocation, Outcome
+from node._alarms import AlarmScheduler
+from node._host import Event, ObjectHost, Reply
+from node._object import AlarmInfo
+from node._store import GroupCommitter, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    idle_timeout: float = 30.0
+    max_active_objects: int = 10_000
+    max_queue: int = 1000
+    call_timeout: float = 30.0
+    alarm_first_retry: float = 2.0
+
+
+class Runtime:
+    def __init__(self, app: App, store: Store, env: Env, config: RuntimeConfig) -> None:
+        self.app = app
+        self.store = store
+        self.env = env
+        self.config = config
+        self.committer = GroupCommitter(store)
+        self.alarms = AlarmScheduler(self, first_retry=config.alarm_first_retry)
+        self.hosts: OrderedDict[bytes, ObjectHost] = OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._accepting = False
+        self.activations = 0
+        self.evictions = 0
+        self.activation_seconds = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        self.committer.start()
+        loaded = self.alarms.load()
+        if loaded:
+            log.info("loaded %d pending alarms", loaded)
+        self.spawn(self.alarms.run())
+        self.spawn(self._sweep())
+        self._accepting = True
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Stop admitting, let queued and running events finish, flush commits."""
+        self._accepting = False
+        deadline = time.monotonic() + timeout
+        while any(not h.idle for h in self.hosts.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await self.committer.close()
+
+    async def stop(self) -> None:
+        self._accepting = False
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.committer.close()
+        self.hosts.clear()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Start a task this runtime owns (cancelled on stop)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- admission ------------------------------------------------------------------
+    def submit(self, inv: Invocation, reply: Reply) -> None:
+        """Deliver one call to its object; ``reply`` gets the outcome or an exception."""
+        try:
+            cls = self.app.objects.get(inv.namespace)
+            if cls is None:
+                raise UnknownNamespace(f"unknown namespace {inv.namespace!r}")
+            oid = ids.id_from_bytes(inv.namespace, inv.object_id)
+            if not self._accepting:
+                raise Unavailable("node is shutting down", retry_after=1.0)
+        except Exception as exc:
+            reply(exc)
+            return
+        ev = Event(
+            "fetch" if inv.request is not None else "rpc",
+            inv.chain,
+            reply,
+            time.monotonic() + inv.timeout,
+            request=inv.request,
+            method=inv.method,
+            args=inv.args,
+        )
+        self._host(oid).submit(ev)
+
+    async def invoke(self, inv: Invocation) -> Outcome:
+        """``submit`` for callers in this process (the local transport)."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def reply(outcome: Any) -> None:
+            if not fut.done():
+                fut.set_result(outcome)
+
+        self.submit(inv, reply)
+        try:
+            async with asyncio.timeout(inv.timeout):
+                outcome = await fut
+        except TimeoutError:
+            raise CallTimeout(f"no answer within {inv.timeout:g} s") from None
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome  # type: ignore[no-any-return]
+
+    def _host(self, oid: ids.ObjectId) -> ObjectHost:
+        host = self.hosts.get(oid.raw)
+        if host is None:
+            host = ObjectHost(self, oid, self.app.objects[oid.namespace])
+            self.hosts[oid.raw] = host
+            if len(self.hosts) > self.config.max_active_objects:
+                self._evict_lru()
+        else:
+            self.hosts.move_to_end(oid.raw)
+        return host
+
+    def reset(self, host: ObjectHost) -> None:
+        """Drop a broken instance; events that never ran go to a fresh one."""
+        if self.hosts.get(host.id.raw) is host:
+            del self.hosts[host.id.raw]
+        pending, host.queue = list(host.queue), type(host.queue)()
+        log.warning("object %s:%s reset", host.id.namespace, host.id.hex[:16])
+        for ev in pending:
+            self._host(host.id).submit(ev)
+
+    def activated(self, host: ObjectHost, seconds: float) -> None:
+        self.activations += 1
+        self.activation_seconds += seconds
+
+    # -- alarms ---------------------------------------------------------------------
+    def fire_alarm(self, oid: bytes, ns: str, when: int, info: AlarmInfo, reply: Reply) -> None:
+        if ns not in self.app.objects or not self._accepting:
+            reply(UnknownNamespace(ns))
+            return
+        ev = Event("alarm", os.urandom(8), reply, float("inf"), alarm=info, alarm_when=when)
+        self._host(ids.id_from_bytes(ns, oid)).submit(ev)
+
+    def drop_alarm(self, oid: bytes, ns: str, when: int) -> None:
+        """Delete an alarm that failed past its retries (if it is still the same one)."""
+
+        async def drop() -> None:
+            host = self._host(ids.id_from_bytes(ns, oid))
+            if await host.storage.get_alarm() == when:
+                await host.storage.delete_alarm()
+
+        if ns in self.app.objects:
+            self._host(ids.id_from_bytes(ns, oid)).wait_until(drop())
+
+    # -- eviction -------------------------------------------------------------------
+    async def _sweep(self) -> None:
+        interval = max(0.05, min(1.0, self.config.idle_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            cutoff = time.monotonic() - self.config.idle_timeout
+            stale = [
+                key for key, h in self.hosts.items() if h.last_used < cutoff and h.idle
+            ]
+            for key in stale:
+                self._evict(key)
+
+    def _evict_lru(self) -> None:
+        excess = len(self.hosts) - self.config.max_active_objects
+        for key in [k for k, h in self.hosts.items() if h.idle][:excess]:
+            self._evict(key)
+
+    def _evict(self, key: bytes) -> None:
+        host = self.hosts.pop(key, None)
+        if host is not None:
+            self.evictions += 1
+            host.instance = None
+
+    @property
+    def active_objects(self) -> int:
+        return len(self.hosts)

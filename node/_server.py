@@ -1,0 +1,89 @@
+"""One storage node's lifecycle: open storage -> start runtime -> listen; stop in reverse."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import grpc
+
+from cluster.app import App
+from cluster.env import Env
+from cluster.invocation import Invocation, Outcome
+from cluster.peer import CHANNEL_OPTIONS
+from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+from node._runtime import Runtime, RuntimeConfig
+from node._service import NodeService
+from node._store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    node_id: str
+    data_dir: str
+    listen: str = "127.0.0.1:0"
+    runtime: RuntimeConfig = RuntimeConfig()
+    sync: bool = True
+
+
+class LocalTransport:
+    """Object-to-object calls when every object lives on this node."""
+
+    def __init__(self) -> None:
+        self.runtime: Runtime | None = None
+
+    async def invoke(self, inv: Invocation) -> Outcome:
+        assert self.runtime is not None
+        return await self.runtime.invoke(inv)
+
+
+class NodeServer:
+    def __init__(self, app: App, config: NodeConfig) -> None:
+        self.app = app
+        self.config = config
+        self.store: Store | None = None
+        self.runtime: Runtime | None = None
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+        self._stopped = False
+
+    @property
+    def address(self) -> str:
+        host = self.config.listen.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        os.makedirs(self.config.data_dir, exist_ok=True)
+        self.store = Store(os.path.join(self.config.data_dir, "db"), sync=self.config.sync)
+        transport = LocalTransport()
+        env = Env(self.app.namespaces, transport, call_timeout=self.config.runtime.call_timeout)
+        self.runtime = Runtime(self.app, self.store, env, self.config.runtime)
+        transport.runtime = self.runtime
+        await self.runtime.start()
+        self._server = grpc.aio.server(options=CHANNEL_OPTIONS)
+        pb_grpc.add_NodeServicer_to_server(
+            NodeService(self.runtime, self.config.node_id), self._server
+        )
+        self.port = self._server.add_insecure_port(self.config.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.config.listen} (port taken?)")
+        await self._server.start()
+        log.info("node %s listening on %s", self.config.node_id, self.address)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Drain, flush and close. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.runtime is not None:
+            await self.runtime.drain(timeout=grace)
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+        if self.runtime is not None:
+            await self.runtime.stop()
+        if self.store is not None:
+            self.store.close()
+        log.info("node %s stopped", self.config.node_id)

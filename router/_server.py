@@ -1,0 +1,61 @@
+"""One router's lifecycle: transport to nodes, then the HTTP listener; stop in reverse."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from cluster.app import App
+from cluster.env import Env
+from cluster.placement import Placement
+from router._ingress import make_app
+from router._transport import RouterTransport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    host: str = "127.0.0.1"
+    port: int = 8787
+    max_body: int = 32 * 1024 * 1024
+    call_timeout: float = 30.0
+
+
+class RouterServer:
+    def __init__(self, app: App, placement: Placement, config: RouterConfig) -> None:
+        self.app = app
+        self.config = config
+        self.transport = RouterTransport(placement)
+        self.env = Env(app.namespaces, self.transport, call_timeout=config.call_timeout)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    def _healthy(self) -> dict[str, object] | None:
+        return {"namespaces": self.app.namespaces}
+
+    async def start(self) -> None:
+        web_app = make_app(
+            self.app, self.env, max_body=self.config.max_body, healthy=self._healthy
+        )
+        self._runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets  # type: ignore[attr-defined]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        log.info("router listening on %s", self.url)
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight requests, close node streams. Safe twice."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.transport.close()
