@@ -132,6 +132,7 @@ class Env:
             request.url, method=request.method, headers=request.headers,
             body=request.body, path=path,
         )
+        forwarded.socket_id = request.socket_id
         return await self._namespaces[namespace].get(object_id).fetch(forwarded)
 
 

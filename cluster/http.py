@@ -49,7 +49,7 @@ class _ClassOrInstance:
 class Request:
     """An HTTP request as an object's ``fetch`` (or the edge function) receives it."""
 
-    __slots__ = ("method", "url", "path", "headers", "body", "websocket")
+    __slots__ = ("method", "url", "path", "headers", "body", "socket_id")
 
     def __init__(
         self,
@@ -65,7 +65,12 @@ class Request:
         self.path = path if path is not None else (urlsplit(url).path or "/")
         self.headers = _headers(headers)
         self.body = _body(body)
-        self.websocket: Any = None
+        # Set by the router on a WebSocket upgrade; ``ctx.accept_websocket`` needs it.
+        self.socket_id = ""
+
+    @property
+    def is_websocket_upgrade(self) -> bool:
+        return bool(self.socket_id)
 
     @property
     def query(self) -> dict[str, str]:
@@ -103,6 +108,7 @@ class Response:
         if isinstance(body, str) and "Content-Type" not in self.headers:
             self.headers["Content-Type"] = "text/plain; charset=utf-8"
         self.body = _body(body)
+        # On a 101: the object-side socket at the node, its owner at the router.
         self.websocket: Any = None
 
     def _make_json(cls, data: Any, *, status: int = 200, headers: HeadersLike = None) -> Response:

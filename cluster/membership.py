@@ -33,7 +33,7 @@ import grpc
 from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
-from cluster.ring import Member, Ring
+from cluster.ring import WEIGHT_UNIT, Member, Ring
 
 __all__ = [
     "DEFAULT_CLUSTER",
@@ -239,6 +239,9 @@ class EtcdSession:
                 except Exception:
                     await client.close()
                     continue
+                if self._closed:  # closed while we probed: do not resurrect it
+                    await client.close()
+                    return
                 old, self._client, self._index = self._client, client, index
                 log.info("switched to etcd endpoint %s", _endpoint_str(self.endpoint))
                 await old.close()
@@ -289,8 +292,12 @@ class EtcdSession:
             failure=[client.transactions.put(key, value)],
         )
         if not unchanged:
-            log.info("registered member %s at %s weight %d",
-                     member.node_id, member.address, member.weight)
+            log.info(
+                "registered member %s at %s weight %d",
+                member.node_id,
+                member.address,
+                member.weight,
+            )
         return not unchanged
 
     async def remove_member(self, node_id: str) -> bool:
@@ -491,37 +498,37 @@ class MembershipSnapshot:
         written by hand must not take the routing table of every process down.
         """
         try:
-            rest = key.decode()[len(prefix):] if key.startswith(prefix.encode()) else None
+            rest = key.decode()[len(prefix) :] if key.startswith(prefix.encode()) else None
         except UnicodeDecodeError:
             rest = None
         if rest is None or "/" not in rest:
             return None
         kind, ident = rest.split("/", 1)
-        table: dict[str, Any]
-        if kind == "members":
-            table = self.members
-        elif kind == "live":
-            table = self.live
-        elif kind == "routers":
-            table = self.routers
-        else:
-            return None
-        if not ident or "/" in ident:
+        tables: dict[str, dict[str, Any]] = {
+            "members": self.members,
+            "live": self.live,
+            "routers": self.routers,
+        }
+        table = tables.get(kind)
+        if table is None or not ident or "/" in ident:
             return None
         if value is None:
             return kind if table.pop(ident, None) is not None else None
         try:
-            body = json.loads(value)
-            if kind == "members":
-                table[ident] = Member(ident, str(body["address"]), int(body.get("weight", 100)))
-            elif kind == "live":
-                table[ident] = LiveNode(str(body["address"]), int(body.get("started", 0)))
-            else:
-                table[ident] = dict(body)
-        except (ValueError, TypeError, KeyError) as e:
+            table[ident] = _parse_value(kind, ident, value)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
             log.warning("ignoring malformed etcd key %r: %r", key, e)
             return kind if table.pop(ident, None) is not None else None
         return kind
+
+
+def _parse_value(kind: str, ident: str, value: bytes) -> Member | LiveNode | dict[str, Any]:
+    body = json.loads(value)
+    if kind == "members":
+        return Member(ident, str(body["address"]), int(body.get("weight", WEIGHT_UNIT)))
+    if kind == "live":
+        return LiveNode(str(body["address"]), int(body.get("started", 0)))
+    return dict(body)
 
 
 class _WatchLostError(Exception):
@@ -565,7 +572,9 @@ class MembershipView:
         view = cls(session, snapshot)
         log.info(
             "membership at revision %d: members %s, live %s",
-            view.revision, sorted(view.members), sorted(view.live),
+            view.revision,
+            sorted(view.members),
+            sorted(view.live),
         )
         view._task = asyncio.create_task(view._run(), name="membership-watch")
         return view
@@ -643,7 +652,8 @@ class MembershipView:
     def _rebuild_ring(self) -> None:
         self.ring = Ring(self.members.values(), revision=self.revision)
         log.info(
-            "ring at revision %d: %s", self.revision,
+            "ring at revision %d: %s",
+            self.revision,
             ", ".join(f"{m.node_id}({m.weight})" for m in self.members.values()) or "empty",
         )
 

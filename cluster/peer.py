@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -20,6 +22,7 @@ from cluster.errors import AbodeError, CallTimeout, Unavailable
 from cluster.invocation import Invocation, Outcome
 from cluster.rpc.v1 import node_pb2 as pb
 from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+from cluster.sockets import ROUTER_METADATA, Frame
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +43,29 @@ class ConnectionLost(AbodeError):
     code = "connection_lost"
 
 
+FrameHandler = Callable[[str, list[Frame]], None]
+
+
 class PeerClient:
-    def __init__(self, address: str, *, max_batch: int = 512) -> None:
+    """One peer node. ``router_id`` names this end to the node (for socket frames);
+    ``on_frames(address, frames)`` receives frames the node sends, and
+    ``on_lost(address)`` hears that the stream broke."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        router_id: str = "",
+        on_frames: FrameHandler | None = None,
+        on_lost: Callable[[str], None] | None = None,
+        max_batch: int = 512,
+    ) -> None:
         self.address = address
         self._max_batch = max_batch
+        self._metadata = ((ROUTER_METADATA, router_id),) if router_id else None
+        self._on_frames = on_frames
+        self._on_lost = on_lost
+        self._frames: list[pb.SocketFrame] = []
         self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.NodeStub(self._channel)
         self._ids = itertools.count(1)
@@ -77,10 +99,17 @@ class PeerClient:
             raise outcome
         return outcome  # type: ignore[no-any-return]
 
+    def send_frame(self, frame: Frame) -> None:
+        """Queue a socket frame for the node; it rides the next Envelope."""
+        self._frames.append(wire.frame_to_pb(frame))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._wake.set()
+
     async def _run(self) -> None:
         backoff = 0.05
         while not self._closed:
-            stream = self._stub.Exchange()
+            stream = self._stub.Exchange(metadata=self._metadata)
             sent: set[int] = set()
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -91,6 +120,8 @@ class PeerClient:
                 log.info("stream to %s broke: %s", self.address, _describe(exc))
             self._fail(sent)
             stream.cancel()
+            if self._on_lost is not None:
+                self._on_lost(self.address)
             if self._closed:
                 return
             await asyncio.sleep(backoff)
@@ -100,11 +131,12 @@ class PeerClient:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._outbox:
+            while self._outbox or self._frames:
                 batch = self._outbox[: self._max_batch]
                 del self._outbox[: self._max_batch]
+                frames, self._frames = self._frames, []
                 sent.update(c.id for c in batch)
-                await stream.write(pb.Envelope(calls=batch))
+                await stream.write(pb.Envelope(calls=batch, frames=frames))
                 self.envelopes_sent += 1
                 self.calls_sent += len(batch)
 
@@ -118,6 +150,8 @@ class PeerClient:
                 fut = pending.get(result.id)
                 if fut is not None and not fut.done():
                     fut.set_result(wire.outcome_from_pb(result))
+            if env.frames and self._on_frames is not None:
+                self._on_frames(self.address, [wire.frame_from_pb(f) for f in env.frames])
 
     def _fail(self, sent: set[int]) -> None:
         # A call the peer may have run must not be retried blindly (ConnectionLost);
@@ -132,8 +166,16 @@ class PeerClient:
             elif call_id in unsent or self._closed:
                 fut.set_result(Unavailable(f"node {self.address} is unreachable"))
 
-    async def close(self) -> None:
-        """Fail what is outstanding and close the channel. Safe to call twice."""
+    async def close(self, flush_timeout: float = 1.0) -> None:
+        """Send what is queued (bounded), fail what is outstanding, close. Safe twice."""
+        deadline = time.monotonic() + flush_timeout
+        while (
+            (self._outbox or self._frames)
+            and self._task is not None
+            and not self._task.done()
+            and time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.01)
         self._closed = True
         if self._task is not None:
             self._task.cancel()

@@ -6,6 +6,7 @@ from cluster.errors import AbodeError, Refused, RemoteError, from_code
 from cluster.http import Request, Response
 from cluster.invocation import Invocation, Outcome
 from cluster.rpc.v1 import node_pb2 as pb
+from cluster.sockets import Frame, FrameKind, SocketOwner
 
 
 def call_to_pb(call_id: int, inv: Invocation) -> pb.Call:
@@ -26,6 +27,8 @@ def call_to_pb(call_id: int, inv: Invocation) -> pb.Call:
         h.path = req.path
         h.body = req.body
         h.headers.extend(pb.Header(name=k, value=v) for k, v in req.headers.items())
+        if req.socket_id:
+            h.socket_id = req.socket_id
     else:
         msg.method.name = inv.method
         msg.method.args = inv.args
@@ -50,6 +53,7 @@ def call_from_pb(msg: pb.Call) -> Invocation:
             body=h.body,
             path=h.path,
         )
+        inv.request.socket_id = h.socket_id
     else:
         inv.method = msg.method.name
         inv.args = msg.method.args
@@ -63,6 +67,10 @@ def outcome_to_pb(call_id: int, outcome: Outcome | BaseException) -> pb.Result:
         h.status = outcome.status
         h.body = outcome.body
         h.headers.extend(pb.Header(name=k, value=v) for k, v in outcome.headers.items())
+        ws = outcome.websocket
+        if ws is not None:
+            h.socket_namespace = ws.namespace
+            h.socket_object_id = ws.object_id
     elif isinstance(outcome, bytes):
         msg.value = outcome
     else:
@@ -83,8 +91,42 @@ def outcome_from_pb(msg: pb.Result) -> Outcome | AbodeError:
     kind = msg.WhichOneof("kind")
     if kind == "http":
         h = msg.http
-        return Response(h.body, status=h.status, headers=[(x.name, x.value) for x in h.headers])
+        resp = Response(h.body, status=h.status, headers=[(x.name, x.value) for x in h.headers])
+        if h.socket_object_id:
+            resp.websocket = SocketOwner(h.socket_namespace, h.socket_object_id)
+        return resp
     if kind == "value":
         return msg.value
     e = msg.error
     return from_code(e.code, e.message, e.remote_type, e.retry_after_ms / 1000.0)
+
+
+def frame_to_pb(frame: Frame) -> pb.SocketFrame:
+    msg = pb.SocketFrame(
+        socket_id=frame.socket_id,
+        namespace=frame.namespace,
+        object_id=frame.object_id,
+        kind=int(frame.kind),  # type: ignore[arg-type]
+        code=frame.code,
+        reason=frame.reason,
+        was_clean=frame.was_clean,
+        revision=frame.revision,
+    )
+    if isinstance(frame.data, str):
+        msg.text = frame.data
+    elif frame.data is not None:
+        msg.binary = frame.data
+    return msg
+
+
+def frame_from_pb(msg: pb.SocketFrame) -> Frame:
+    which = msg.WhichOneof("data")
+    data: str | bytes | None = None
+    if which == "text":
+        data = msg.text
+    elif which == "binary":
+        data = msg.binary
+    return Frame(
+        msg.socket_id, msg.namespace, msg.object_id, FrameKind(msg.kind), data,
+        msg.code, msg.reason, msg.was_clean, msg.revision,
+    )

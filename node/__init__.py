@@ -26,6 +26,7 @@ from cluster.http import Request, Response
 from cluster.ids import ObjectId
 from node._object import AlarmInfo, DurableObject, ObjectContext
 from node._storage import Storage, Transaction
+from node._websocket import WebSocket
 
 __all__ = [
     "AbodeError",
@@ -49,4 +50,5 @@ __all__ = [
     "Unavailable",
     "UnknownMethod",
     "UnknownNamespace",
+    "WebSocket",
 ]

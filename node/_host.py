@@ -24,8 +24,11 @@ from cluster.errors import AbodeError, CallTimeout, CommitFailed, Overloaded, Un
 from cluster.http import Request, Response
 from cluster.ids import ObjectId
 from cluster.invocation import current_chain
+from cluster.sockets import Frame
 from node._object import RESERVED_METHODS, AbortSignal, AlarmInfo, DurableObject, ObjectContext
+from node._sockets import SocketInfo
 from node._storage import Storage
+from node._websocket import WebSocket
 
 if TYPE_CHECKING:
     from node._runtime import Runtime
@@ -33,11 +36,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Reply = Callable[[Any], None]  # receives an Outcome or an exception
+_UNBOUNDED = frozenset({"task", "ws_close"})
 
 
 @dataclass(slots=True)
 class Event:
-    kind: str  # "fetch" | "rpc" | "alarm" | "task"
+    kind: str  # "fetch" | "rpc" | "alarm" | "task" | "ws_message" | "ws_close" | "ws_error"
     chain: bytes
     reply: Reply | None
     deadline: float
@@ -47,6 +51,11 @@ class Event:
     coro: Coroutine[Any, Any, Any] | None = None
     alarm: AlarmInfo | None = None
     alarm_when: int = 0
+    socket: SocketInfo | None = None
+    data: Any = None  # ws_message: str | bytes; ws_close: (code, reason, was_clean)
+    # Outputs held at the gate with the reply: socket frames, sockets accepted.
+    frames: list[tuple[str, Frame]] | None = None  # (router, frame)
+    accepted: list[SocketInfo] | None = None
 
 
 class ObjectHost:
@@ -66,6 +75,9 @@ class ObjectHost:
         self.last_used = time.monotonic()
         self.active_since = self.last_used
         self._blockers: list[asyncio.Task[Any]] = []
+        # The last commit of the instance this one replaces (after a reset): activation
+        # waits for it, so the fresh instance reads what earlier events wrote.
+        self.after: asyncio.Future[None] | None = None
 
     # -- admission ------------------------------------------------------------------
     def submit(self, ev: Event) -> None:
@@ -74,8 +86,12 @@ class ObjectHost:
             self.nested += 1
             self.runtime.spawn(self._run_nested(ev))
             return
-        if len(self.queue) >= self.runtime.config.max_queue and ev.kind != "task":
-            _reply(ev, Overloaded("overloaded", retry_after=1.0))
+        # Tasks and close events are bounded by what created them (events, sockets).
+        if len(self.queue) >= self.runtime.config.max_queue and ev.kind not in _UNBOUNDED:
+            if ev.socket is not None:
+                self.runtime.sockets.overloaded(ev.socket)
+            else:
+                _reply(ev, Overloaded("overloaded", retry_after=1.0))
             return
         self.queue.append(ev)
         if self.pump is None:
@@ -92,6 +108,34 @@ class ObjectHost:
         self._blockers.append(task)
         return task
 
+    def emit_frame(self, router: str, frame: Frame) -> None:
+        """A frame the object sends leaves with its event's outputs."""
+        ev = self.running
+        if ev is not None:
+            if ev.frames is None:
+                ev.frames = []
+            ev.frames.append((router, frame))
+        else:
+            self._gate(Event("task", b"", None, 0.0, frames=[(router, frame)]), None)
+
+    def accept_websocket(self, request: Request, tags: Any) -> Response:
+        ev = self.running
+        if ev is None or ev.kind != "fetch" or ev.request is None:
+            raise RuntimeError("accept_websocket is called from fetch with the upgrade request")
+        if not request.socket_id:
+            raise ValueError("the request is not a WebSocket upgrade")
+        info = self.runtime.sockets.accept(self, request.socket_id, tags)
+        if ev.accepted is None:
+            ev.accepted = []
+        ev.accepted.append(info)
+        resp = Response(status=101)
+        resp.websocket = WebSocket(info, self.runtime.sockets)
+        return resp
+
+    def websockets(self, tag: str | None = None) -> list[WebSocket]:
+        registry = self.runtime.sockets
+        return [WebSocket(info, registry) for info in registry.of_object(self.id.raw, tag)]
+
     @property
     def idle(self) -> bool:
         last = self.storage.last_commit
@@ -101,6 +145,7 @@ class ObjectHost:
             and self.tasks == 0
             and self.nested == 0
             and (last is None or last.done())
+            and (self.after is None or self.after.done())
         )
 
     # -- the mailbox ----------------------------------------------------------------
@@ -121,6 +166,8 @@ class ObjectHost:
                 self.runtime.reset(self)
 
     async def _activate(self) -> bool:
+        if self.after is not None and not self.after.done():
+            await asyncio.wait([self.after])
         t0 = time.perf_counter()
         self.storage.begin()
         try:
@@ -167,9 +214,11 @@ class ObjectHost:
             storage.discard()
             outcome = sig.to_error()
             self.broken = True
+            self._failed(ev)
         except Exception as exc:
             storage.discard()
             outcome = exc
+            self._failed(ev)
             if ev.kind != "rpc" or not isinstance(exc, AbodeError):
                 log.info("%s handler of %s raised %s: %s", ev.kind, self.id.namespace,
                          type(exc).__name__, exc)
@@ -196,8 +245,28 @@ class ObjectHost:
             return await self._call_method(inst, ev.method, ev.args)
         if ev.kind == "alarm":
             return await self._alarm(inst, ev)
+        if ev.kind == "ws_message":
+            assert ev.socket is not None
+            return await inst.websocket_message(WebSocket(ev.socket, self.runtime.sockets), ev.data)
+        if ev.kind == "ws_close":
+            assert ev.socket is not None
+            self.storage.put_socket_meta(ev.socket.socket_id, None)
+            code, reason, clean = ev.data
+            ws = WebSocket(ev.socket, self.runtime.sockets)
+            return await inst.websocket_close(ws, code, reason, clean)
+        if ev.kind == "ws_error":
+            assert ev.socket is not None
+            ws = WebSocket(ev.socket, self.runtime.sockets)
+            return await inst.websocket_error(ws, ConnectionError(ev.data or "socket error"))
         assert ev.coro is not None
         return await ev.coro
+
+    def _failed(self, ev: Event) -> None:
+        # An event that raised has no outputs: its frames are dropped and the sockets
+        # it accepted never existed (its 101 is replaced by the error).
+        ev.frames = None
+        if ev.accepted:
+            self.runtime.sockets.discard_accepted(ev.accepted)
 
     async def _call_method(self, inst: DurableObject, name: str, payload: bytes) -> bytes:
         fn = None
@@ -241,9 +310,16 @@ class ObjectHost:
     def _gate(self, ev: Event, outcome: Any) -> None:
         fut = self.storage.last_commit
         if fut is None or fut.done():
-            _reply(ev, _after_commit(fut, outcome))
+            self._release(ev, _after_commit(fut, outcome))
         else:
-            fut.add_done_callback(lambda f: _reply(ev, _after_commit(f, outcome)))
+            fut.add_done_callback(lambda f: self._release(ev, _after_commit(f, outcome)))
+
+    def _release(self, ev: Event, outcome: Any) -> None:
+        _reply(ev, outcome)
+        if ev.frames and not isinstance(outcome, CommitFailed):
+            push = self.runtime.sockets.push
+            for router, frame in ev.frames:
+                push(router, frame)
 
 
 def _after_commit(fut: asyncio.Future[None] | None, outcome: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from cluster.env import Env
@@ -12,6 +13,7 @@ from cluster.errors import Aborted
 from cluster.http import Request, Response
 from cluster.ids import ObjectId
 from node._storage import Storage
+from node._websocket import WebSocket
 
 if TYPE_CHECKING:
     from node._host import ObjectHost
@@ -47,15 +49,53 @@ class ObjectContext:
         self.storage = storage
         self._host = host
 
-    async def block_concurrency_while(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run ``fn`` with no other event delivered until it finishes."""
-        return await self._host.block_while(fn)
+    def block_concurrency_while(self, fn: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
+        """Run ``fn`` with no other event delivered until it finishes.
+
+        Await the result in a handler; a constructor (which cannot await) just calls it,
+        and no event is delivered before ``fn`` finishes.
+        """
+        return self._host.block_while(fn)
 
     def wait_until(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` as an event of its own after the current one."""
         if not asyncio.iscoroutine(coro):
             raise TypeError("wait_until takes a coroutine")
         self._host.wait_until(coro)
+
+    # -- hibernatable WebSockets ----------------------------------------------------
+    def accept_websocket(self, request: Request, tags: list[str] | None = None) -> Response:
+        """Accept the upgrade in ``request``; return the 101 response from ``fetch``.
+
+        Its ``.websocket`` is the object-side socket. The socket outlives the
+        object's eviction: a message wakes the object again.
+        """
+        return self._host.accept_websocket(request, tags)
+
+    def get_websockets(self, tag: str | None = None) -> list[WebSocket]:
+        return self._host.websockets(tag)
+
+    def get_tags(self, ws: WebSocket) -> list[str]:
+        return ws.tags
+
+    def set_websocket_auto_response(
+        self, request: str | None = None, response: str | None = None
+    ) -> None:
+        """Answer ``request`` with ``response`` without waking the object (``None`` clears)."""
+        autos = self._host.runtime.sockets.auto_responses
+        if request is None:
+            autos.pop(self.id.raw, None)
+            return
+        if response is None or len(request) > 2048 or len(response) > 2048:
+            raise ValueError("auto-response needs a request and a response of at most 2048 chars")
+        autos[self.id.raw] = (request, response)
+
+    def get_websocket_auto_response(self) -> tuple[str, str] | None:
+        return self._host.runtime.sockets.auto_responses.get(self.id.raw)
+
+    def get_websocket_auto_response_timestamp(self, ws: WebSocket) -> datetime | None:
+        at = ws._info.auto_response_at
+        return None if at is None else datetime.fromtimestamp(at, tz=UTC)
 
     def abort(self, reason: str = "aborted") -> None:
         """Reset the object: the current event fails and the next one meets a new instance."""
@@ -91,6 +131,15 @@ class DurableObject:
 
     async def alarm(self, info: AlarmInfo) -> None:
         """Called when the object's alarm fires."""
+
+    async def websocket_message(self, ws: WebSocket, message: str | bytes) -> None:
+        """A client sent a message on a socket this object accepted."""
+
+    async def websocket_close(self, ws: WebSocket, code: int, reason: str, was_clean: bool) -> None:
+        """A socket closed (client, router or node). It is no longer in get_websockets()."""
+
+    async def websocket_error(self, ws: WebSocket, error: Exception) -> None:
+        """A socket failed."""
 
 
 # Methods of the base class are event handlers, never RPC targets.

@@ -19,11 +19,12 @@ from typing import Any
 from cluster import ids
 from cluster.app import App
 from cluster.env import Env
-from cluster.errors import CallTimeout, Unavailable, UnknownNamespace
+from cluster.errors import AbodeError, CallTimeout, RemoteError, Unavailable, UnknownNamespace
 from cluster.invocation import Invocation, Outcome
 from node._alarms import AlarmScheduler
 from node._host import Event, ObjectHost, Reply
 from node._object import AlarmInfo
+from node._sockets import SocketInfo, SocketRegistry
 from node._store import GroupCommitter, Store
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Runtime:
         self.config = config
         self.committer = GroupCommitter(store)
         self.alarms = AlarmScheduler(self, first_retry=config.alarm_first_retry)
+        self.sockets = SocketRegistry(self)
         self.hosts: OrderedDict[bytes, ObjectHost] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepting = False
@@ -66,6 +68,7 @@ class Runtime:
     async def drain(self, timeout: float = 10.0) -> None:
         """Stop admitting, let queued and running events finish, flush commits."""
         self._accepting = False
+        self.sockets.shutdown()
         deadline = time.monotonic() + timeout
         while any(not h.idle for h in self.hosts.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -125,6 +128,9 @@ class Runtime:
         except TimeoutError:
             raise CallTimeout(f"no answer within {inv.timeout:g} s") from None
         if isinstance(outcome, BaseException):
+            # As across the wire: a handler's own exception reaches callers as RemoteError.
+            if not isinstance(outcome, AbodeError):
+                raise RemoteError(str(outcome), type(outcome).__name__) from None
             raise outcome
         return outcome  # type: ignore[no-any-return]
 
@@ -145,12 +151,27 @@ class Runtime:
             del self.hosts[host.id.raw]
         pending, host.queue = list(host.queue), type(host.queue)()
         log.warning("object %s:%s reset", host.id.namespace, host.id.hex[:16])
+        last = host.storage.last_commit
+        if last is not None and not last.done():
+            self._host(host.id).after = last
         for ev in pending:
             self._host(host.id).submit(ev)
 
     def activated(self, host: ObjectHost, seconds: float) -> None:
         self.activations += 1
         self.activation_seconds += seconds
+
+    def socket_event(
+        self, info: SocketInfo, kind: str, *, data: Any = None, code: int = 0, reason: str = "",
+        was_clean: bool = True,
+    ) -> None:
+        """Deliver a client's WebSocket event to the socket's object (waking it)."""
+        if info.namespace not in self.app.objects:
+            return
+        if kind == "ws_close":
+            data = (code, reason, was_clean)
+        ev = Event(kind, os.urandom(8), None, float("inf"), socket=info, data=data)
+        self._host(ids.ObjectId(info.namespace, info.object_id)).submit(ev)
 
     # -- alarms ---------------------------------------------------------------------
     def fire_alarm(self, oid: bytes, ns: str, when: int, info: AlarmInfo, reply: Reply) -> None:

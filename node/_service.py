@@ -11,6 +11,7 @@ import grpc
 from cluster import wire
 from cluster.rpc.v1 import node_pb2 as pb
 from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+from cluster.sockets import ROUTER_METADATA, Frame
 from node._runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,19 @@ class NodeService(pb_grpc.NodeServicer):
         # No task per call: each call's reply callback appends to this stream's
         # outbox, and one writer sends whatever is ready as one Envelope.
         outbox: list[pb.Result] = []
+        frames: list[pb.SocketFrame] = []
         wake = asyncio.Event()
         submit = self._runtime.submit
+        sockets = self._runtime.sockets
+        metadata = dict(context.invocation_metadata() or ())
+        router = str(metadata.get(ROUTER_METADATA, ""))
+
+        def push(frame: Frame) -> None:
+            frames.append(wire.frame_to_pb(frame))
+            wake.set()
+
+        if router:
+            sockets.attach_stream(router, push)
 
         def replier(call_id: int) -> Any:
             def reply(outcome: Any) -> None:
@@ -43,21 +55,28 @@ class NodeService(pb_grpc.NodeServicer):
                     return
                 for call in env.calls:
                     submit(wire.call_from_pb(call), replier(call.id))
+                for frame in env.frames:
+                    sockets.on_frame(router, wire.frame_from_pb(frame))
 
         reader = asyncio.get_running_loop().create_task(read())
         try:
-            while not reader.done() or outbox:
+            while not reader.done() or outbox or frames:
                 waiter = asyncio.ensure_future(wake.wait())
                 await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 wake.clear()
-                while outbox:
+                while outbox or frames:
+                    # Results first: a 101 must reach the router before the socket's frames.
                     batch = outbox[: self._max_batch]
                     del outbox[: self._max_batch]
-                    await context.write(pb.Envelope(results=batch))
+                    out_frames = frames[:]
+                    frames.clear()
+                    await context.write(pb.Envelope(results=batch, frames=out_frames))
             reader.result()
         finally:
             reader.cancel()
+            if router:
+                sockets.detach_stream(router, push)
 
     async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoReply:  # noqa: N802
         return pb.InfoReply(

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from cluster import codec
-from node._store import ALARM, DATA, Batch, Store, alarm_index_key
+from node._store import ALARM, DATA, SOCKET, Batch, Store, alarm_index_key
 
 T = TypeVar("T")
 
@@ -242,6 +242,11 @@ class Storage(StorageReader):
         for k in keys:
             top[k] = _DELETED
 
+    def put_socket_meta(self, socket_id: str, meta: bytes | None) -> None:
+        """Record (or, with None, drop) a socket's metadata with the current event."""
+        if self._layers:
+            self._layers[-1][("ws", socket_id)] = meta
+
     async def set_alarm(self, when: datetime | int | float) -> None:
         self._top()[_ALARM_KEY] = alarm_ms(when)
 
@@ -289,6 +294,13 @@ class Storage(StorageReader):
         for k, v in layer.items():
             if k is _ALARM_KEY:
                 self._alarm_ops(batch, v)
+            elif isinstance(k, tuple):  # ("ws", socket id): socket metadata
+                skey = self._id + SOCKET + k[1].encode()
+                if v is None:
+                    batch.deletes.append(skey)
+                else:
+                    batch.puts.append((skey, v))
+                continue
             elif v is _DELETED:
                 batch.deletes.append(self._id + DATA + k.encode())
             else:

@@ -4,6 +4,7 @@ Layout (raw bytes; ids begin with their ring position, so a ring range is one sc
     default CF   {object id 32B}d{user key}      -> msgpack value
                  {object id 32B}a                -> msgpack alarm time (epoch ms)
                  {object id 32B}n                -> namespace (utf-8)
+                 {object id 32B}w{socket id}     -> msgpack socket metadata
     alarms CF    {when ms 8B BE}{object id 32B}  -> namespace (node-wide alarm index)
 
 Which rocksdict calls run where is decided here and only here: point reads and
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 DATA = b"d"
 ALARM = b"a"
 NAMESPACE = b"n"
+SOCKET = b"w"
 _ALARMS_CF = "alarms"
 
 

@@ -11,7 +11,9 @@ from cluster.app import App
 from cluster.env import Env
 from cluster.errors import AbodeError, RequestTooLarge
 from cluster.http import Request, Response, error_response
+from cluster.sockets import SocketOwner
 from router._errors import error_to_response
+from router._websockets import SocketHub
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +22,17 @@ _HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "
 
 
 def make_app(
-    app: App, env: Env, *, max_body: int, healthy: Callable[[], dict[str, object] | None]
+    app: App,
+    env: Env,
+    hub: SocketHub,
+    *,
+    max_body: int,
+    healthy: Callable[[], dict[str, object] | None],
 ) -> web.Application:
     edge = app.edge
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        socket_id = ""
         try:
             if request.content_length is not None and request.content_length > max_body:
                 raise RequestTooLarge(f"request body is over the {max_body}-byte limit")
@@ -35,6 +43,8 @@ def make_app(
             req = Request(
                 str(request.url), method=request.method, headers=request.headers.items(), body=body
             )
+            if _is_upgrade(request):
+                req.socket_id = socket_id = hub.expect()
             resp = await (edge(req, env) if edge is not None else env.route(req))
             if not isinstance(resp, Response):
                 raise TypeError(f"edge must return a Response, not {type(resp).__name__}")
@@ -43,6 +53,12 @@ def make_app(
         except Exception as exc:
             log.exception("edge function raised")
             resp = error_response(500, f"{type(exc).__name__}: {exc}")
+        if socket_id:
+            if resp.status == 101 and isinstance(resp.websocket, SocketOwner):
+                return await hub.serve(request, socket_id, resp.websocket)
+            hub.abandon(socket_id)
+            if resp.status == 101:
+                resp = error_response(500, "101 without an accepted WebSocket: use ctx.accept_websocket")
         return to_aiohttp(resp)
 
     async def health(request: web.Request) -> web.Response:
@@ -55,6 +71,10 @@ def make_app(
     web_app.router.add_route("GET", "/_abode/health", health)
     web_app.router.add_route("*", "/{tail:.*}", handle)
     return web_app
+
+
+def _is_upgrade(request: web.Request) -> bool:
+    return request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
 
 
 def to_aiohttp(resp: Response) -> web.Response:

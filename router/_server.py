@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -12,6 +13,7 @@ from cluster.env import Env
 from cluster.placement import Placement
 from router._ingress import make_app
 from router._transport import RouterTransport
+from router._websockets import SocketHub
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +27,16 @@ class RouterConfig:
 
 
 class RouterServer:
-    def __init__(self, app: App, placement: Placement, config: RouterConfig) -> None:
+    def __init__(
+        self, app: App, placement: Placement, config: RouterConfig, router_id: str = ""
+    ) -> None:
         self.app = app
         self.config = config
-        self.transport = RouterTransport(placement)
+        self.router_id = router_id or os.urandom(6).hex()
+        self.transport = RouterTransport(placement, router_id=self.router_id)
+        self.hub = SocketHub(self.router_id, self.transport)
+        self.transport.on_frames = self.hub.on_frames
+        self.transport.on_lost = self.hub.on_lost
         self.env = Env(app.namespaces, self.transport, call_timeout=config.call_timeout)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -42,7 +50,7 @@ class RouterServer:
 
     async def start(self) -> None:
         web_app = make_app(
-            self.app, self.env, max_body=self.config.max_body, healthy=self._healthy
+            self.app, self.env, self.hub, max_body=self.config.max_body, healthy=self._healthy
         )
         self._runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -55,6 +63,7 @@ class RouterServer:
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests, close node streams. Safe twice."""
+        await self.hub.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

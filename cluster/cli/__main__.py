@@ -45,6 +45,8 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-body", type=int, default=32 * MIB, help="request body limit, bytes")
     p.add_argument("--call-timeout", type=float, default=30.0, help="seconds a call may wait")
     p.add_argument("--max-active-objects", type=int, default=10_000)
+    p.add_argument("--alarm-retry-base", type=float, default=2.0,
+                   help="seconds before a failed alarm's first retry (doubling)")
 
 
 def apply_environment(parser: argparse.ArgumentParser, argv: Sequence[str],
@@ -86,7 +88,7 @@ async def _serve(args: argparse.Namespace) -> None:
             app=args.app, port=args.port, host=args.host, data=args.data,
             idle_timeout=args.idle_timeout, max_queue=args.max_queue, max_body=args.max_body,
             call_timeout=args.call_timeout, max_active_objects=args.max_active_objects,
-            ready_file=args.ready_file,
+            alarm_retry_base=args.alarm_retry_base, ready_file=args.ready_file,
         )
         await run_dev(cfg, stop)
 

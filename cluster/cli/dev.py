@@ -28,6 +28,7 @@ class DevConfig:
     max_body: int = 32 * 1024 * 1024
     call_timeout: float = 30.0
     max_active_objects: int = 10_000
+    alarm_retry_base: float = 2.0
     ready_file: str | None = None
 
 
@@ -38,6 +39,7 @@ async def run_dev(cfg: DevConfig, stop: asyncio.Event) -> None:
         max_queue=cfg.max_queue,
         call_timeout=cfg.call_timeout,
         max_active_objects=cfg.max_active_objects,
+        alarm_first_retry=cfg.alarm_retry_base,
     )
     node = NodeServer(app, NodeConfig("dev", os.path.join(cfg.data, "dev"), runtime=runtime))
     await node.start()

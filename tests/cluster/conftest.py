@@ -10,17 +10,10 @@ import pytest
 from tests.cluster.etcd import EtcdProcess, start_etcd
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    # Keep each phase's report on the item so fixtures can tell a failed test at teardown.
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
-
-
 @pytest.fixture
 def etcd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EtcdProcess]:
-    """A fresh single-member etcd per test; its log is printed if the test failed."""
+    """A fresh single-member etcd per test; its log is printed if the test failed
+    (`rep_call` is set by the report hook in tests/conftest.py)."""
     proc = start_etcd(tmp_path)
     try:
         yield proc

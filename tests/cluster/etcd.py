@@ -55,6 +55,7 @@ class EtcdProcess:
 
     def _command(self) -> list[str]:
         peer = f"http://127.0.0.1:{self.peer_port}"
+        # fmt: off
         return [
             ETCD_BIN,
             "--name", "test",
@@ -68,6 +69,7 @@ class EtcdProcess:
             "--log-level", "warn",
             "--unsafe-no-fsync",  # test data is throwaway; fsync only slows the suite
         ]
+        # fmt: on
 
     def start(self, ready_timeout: float = 15.0) -> None:
         """Start (or start again on the same ports and data) and wait until healthy."""

@@ -40,9 +40,7 @@ def covering(ranges: list[tuple[int, int]], position: int) -> bool:
 
 @settings(max_examples=60, deadline=None)
 @given(member_sets(), vnodes, st.lists(any_position, min_size=1, max_size=30))
-def test_every_key_has_exactly_one_owner(
-    members: list[Member], v: int, points: list[int]
-) -> None:
+def test_every_key_has_exactly_one_owner(members: list[Member], v: int, points: list[int]) -> None:
     ring = Ring(members, vnodes_per_weight_unit=v)
     ranges = {m.node_id: ring.ranges_of(m.node_id) for m in members}
     for p in points:
@@ -141,8 +139,15 @@ BALANCE_SETS = [
     [("a", 100), ("b", 200), ("c", 100), ("d", 100)],
     [(f"node-{i}", 100) for i in range(1, 6)],
     [(f"n{i}", 200 if i % 2 else 100) for i in range(6)],
-    [("alpha", 200), ("beta", 100), ("gamma", 100), ("delta", 200), ("eps", 100),
-     ("zeta", 100), ("eta", 100)],
+    [
+        ("alpha", 200),
+        ("beta", 100),
+        ("gamma", 100),
+        ("delta", 200),
+        ("eps", 100),
+        ("zeta", 100),
+        ("eta", 100),
+    ],
     [(f"10.0.0.{i}:7000", 100) for i in range(8)],
     [(f"host-{i}", 200 if i < 3 else 100) for i in range(8)],
 ]

@@ -24,33 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63luster/rpc/v1/node.proto\x12\x0e\x63luster.rpc.v1\"j\n\x08\x45nvelope\x12#\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x14.cluster.rpc.v1.Call\x12\'\n\x07results\x18\x02 \x03(\x0b\x32\x16.cluster.rpc.v1.ResultJ\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"o\n\x0bHttpRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\'\n\x07headers\x18\x04 \x03(\x0b\x32\x16.cluster.rpc.v1.Header\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c\"U\n\x0cHttpResponse\x12\x0e\n\x06status\x18\x01 \x01(\r\x12\'\n\x07headers\x18\x02 \x03(\x0b\x32\x16.cluster.rpc.v1.Header\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\"(\n\nMethodCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x01(\x0c\"\xde\x01\n\x04\x43\x61ll\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x11\n\tobject_id\x18\x03 \x01(\x0c\x12\x10\n\x08revision\x18\x04 \x01(\x03\x12\x0c\n\x04hops\x18\x05 \x01(\r\x12\r\n\x05\x63hain\x18\x06 \x01(\x0c\x12\x12\n\ntimeout_ms\x18\x07 \x01(\r\x12+\n\x04http\x18\n \x01(\x0b\x32\x1b.cluster.rpc.v1.HttpRequestH\x00\x12,\n\x06method\x18\x0b \x01(\x0b\x32\x1a.cluster.rpc.v1.MethodCallH\x00\x42\x06\n\x04kind\"S\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x13\n\x0bremote_type\x18\x03 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x04 \x01(\r\"\x83\x01\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\x04\x12,\n\x04http\x18\n \x01(\x0b\x32\x1c.cluster.rpc.v1.HttpResponseH\x00\x12\x0f\n\x05value\x18\x0b \x01(\x0cH\x00\x12&\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x15.cluster.rpc.v1.ErrorH\x00\x42\x06\n\x04kind\"\r\n\x0bInfoRequest\"Z\n\tInfoReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x16\n\x0e\x61\x63tive_objects\x18\x03 \x01(\r\x12\x12\n\nnamespaces\x18\x04 \x03(\t2\x8a\x01\n\x04Node\x12\x42\n\x08\x45xchange\x12\x18.cluster.rpc.v1.Envelope\x1a\x18.cluster.rpc.v1.Envelope(\x01\x30\x01\x12>\n\x04Info\x12\x1b.cluster.rpc.v1.InfoRequest\x1a\x19.cluster.rpc.v1.InfoReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63luster/rpc/v1/node.proto\x12\x0e\x63luster.rpc.v1\"\x91\x01\n\x08\x45nvelope\x12#\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x14.cluster.rpc.v1.Call\x12\'\n\x07results\x18\x02 \x03(\x0b\x32\x16.cluster.rpc.v1.Result\x12+\n\x06\x66rames\x18\x03 \x03(\x0b\x32\x1b.cluster.rpc.v1.SocketFrameJ\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x82\x01\n\x0bHttpRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\'\n\x07headers\x18\x04 \x03(\x0b\x32\x16.cluster.rpc.v1.Header\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c\x12\x11\n\tsocket_id\x18\x06 \x01(\t\"\x89\x01\n\x0cHttpResponse\x12\x0e\n\x06status\x18\x01 \x01(\r\x12\'\n\x07headers\x18\x02 \x03(\x0b\x32\x16.cluster.rpc.v1.Header\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x18\n\x10socket_namespace\x18\x04 \x01(\t\x12\x18\n\x10socket_object_id\x18\x05 \x01(\x0c\"\x8e\x02\n\x0bSocketFrame\x12\x11\n\tsocket_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x11\n\tobject_id\x18\x03 \x01(\x0c\x12.\n\x04kind\x18\x04 \x01(\x0e\x32 .cluster.rpc.v1.SocketFrame.Kind\x12\x0e\n\x04text\x18\x05 \x01(\tH\x00\x12\x10\n\x06\x62inary\x18\x06 \x01(\x0cH\x00\x12\x0c\n\x04\x63ode\x18\x07 \x01(\r\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x11\n\twas_clean\x18\t \x01(\x08\x12\x10\n\x08revision\x18\n \x01(\x03\")\n\x04Kind\x12\x0b\n\x07MESSAGE\x10\x00\x12\t\n\x05\x43LOSE\x10\x01\x12\t\n\x05\x45RROR\x10\x02\x42\x06\n\x04\x64\x61ta\"(\n\nMethodCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x01(\x0c\"\xde\x01\n\x04\x43\x61ll\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x11\n\tobject_id\x18\x03 \x01(\x0c\x12\x10\n\x08revision\x18\x04 \x01(\x03\x12\x0c\n\x04hops\x18\x05 \x01(\r\x12\r\n\x05\x63hain\x18\x06 \x01(\x0c\x12\x12\n\ntimeout_ms\x18\x07 \x01(\r\x12+\n\x04http\x18\n \x01(\x0b\x32\x1b.cluster.rpc.v1.HttpRequestH\x00\x12,\n\x06method\x18\x0b \x01(\x0b\x32\x1a.cluster.rpc.v1.MethodCallH\x00\x42\x06\n\x04kind\"S\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x13\n\x0bremote_type\x18\x03 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x04 \x01(\r\"\x83\x01\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\x04\x12,\n\x04http\x18\n \x01(\x0b\x32\x1c.cluster.rpc.v1.HttpResponseH\x00\x12\x0f\n\x05value\x18\x0b \x01(\x0cH\x00\x12&\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x15.cluster.rpc.v1.ErrorH\x00\x42\x06\n\x04kind\"\r\n\x0bInfoRequest\"Z\n\tInfoReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x16\n\x0e\x61\x63tive_objects\x18\x03 \x01(\r\x12\x12\n\nnamespaces\x18\x04 \x03(\t2\x8a\x01\n\x04Node\x12\x42\n\x08\x45xchange\x12\x18.cluster.rpc.v1.Envelope\x1a\x18.cluster.rpc.v1.Envelope(\x01\x30\x01\x12>\n\x04Info\x12\x1b.cluster.rpc.v1.InfoRequest\x1a\x19.cluster.rpc.v1.InfoReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cluster.rpc.v1.node_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENVELOPE']._serialized_start=45
-  _globals['_ENVELOPE']._serialized_end=151
-  _globals['_HEADER']._serialized_start=153
-  _globals['_HEADER']._serialized_end=190
-  _globals['_HTTPREQUEST']._serialized_start=192
-  _globals['_HTTPREQUEST']._serialized_end=303
-  _globals['_HTTPRESPONSE']._serialized_start=305
-  _globals['_HTTPRESPONSE']._serialized_end=390
-  _globals['_METHODCALL']._serialized_start=392
-  _globals['_METHODCALL']._serialized_end=432
-  _globals['_CALL']._serialized_start=435
-  _globals['_CALL']._serialized_end=657
-  _globals['_ERROR']._serialized_start=659
-  _globals['_ERROR']._serialized_end=742
-  _globals['_RESULT']._serialized_start=745
-  _globals['_RESULT']._serialized_end=876
-  _globals['_INFOREQUEST']._serialized_start=878
-  _globals['_INFOREQUEST']._serialized_end=891
-  _globals['_INFOREPLY']._serialized_start=893
-  _globals['_INFOREPLY']._serialized_end=983
-  _globals['_NODE']._serialized_start=986
-  _globals['_NODE']._serialized_end=1124
+  _globals['_ENVELOPE']._serialized_start=46
+  _globals['_ENVELOPE']._serialized_end=191
+  _globals['_HEADER']._serialized_start=193
+  _globals['_HEADER']._serialized_end=230
+  _globals['_HTTPREQUEST']._serialized_start=233
+  _globals['_HTTPREQUEST']._serialized_end=363
+  _globals['_HTTPRESPONSE']._serialized_start=366
+  _globals['_HTTPRESPONSE']._serialized_end=503
+  _globals['_SOCKETFRAME']._serialized_start=506
+  _globals['_SOCKETFRAME']._serialized_end=776
+  _globals['_SOCKETFRAME_KIND']._serialized_start=727
+  _globals['_SOCKETFRAME_KIND']._serialized_end=768
+  _globals['_METHODCALL']._serialized_start=778
+  _globals['_METHODCALL']._serialized_end=818
+  _globals['_CALL']._serialized_start=821
+  _globals['_CALL']._serialized_end=1043
+  _globals['_ERROR']._serialized_start=1045
+  _globals['_ERROR']._serialized_end=1128
+  _globals['_RESULT']._serialized_start=1131
+  _globals['_RESULT']._serialized_end=1262
+  _globals['_INFOREQUEST']._serialized_start=1264
+  _globals['_INFOREQUEST']._serialized_end=1277
+  _globals['_INFOREPLY']._serialized_start=1279
+  _globals['_INFOREPLY']._serialized_end=1369
+  _globals['_NODE']._serialized_start=1372
+  _globals['_NODE']._serialized_end=1510
 # @@protoc_insertion_point(module_scope)

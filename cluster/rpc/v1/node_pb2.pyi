@@ -13,6 +13,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -30,19 +31,25 @@ class Envelope(_message.Message):
 
     CALLS_FIELD_NUMBER: _builtins.int
     RESULTS_FIELD_NUMBER: _builtins.int
+    FRAMES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___Call]: ...
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___Result]: ...
+    @_builtins.property
+    def frames(self) -> _containers.RepeatedCompositeFieldContainer[Global___SocketFrame]:
+        """WebSocket frames of every socket between this router and node."""
+
     def __init__(
         self,
         *,
         calls: _abc.Iterable[Global___Call] | None = ...,
         results: _abc.Iterable[Global___Result] | None = ...,
+        frames: _abc.Iterable[Global___SocketFrame] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "frames", b"frames", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -79,11 +86,14 @@ class HttpRequest(_message.Message):
     PATH_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    SOCKET_ID_FIELD_NUMBER: _builtins.int
     method: _builtins.str
     url: _builtins.str
     path: _builtins.str
     """The path the object sees (default routing strips /{ns}/{name})."""
     body: _builtins.bytes
+    socket_id: _builtins.str
+    """Set by the router when the client asked to upgrade to a WebSocket."""
     @_builtins.property
     def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Header]: ...
     def __init__(
@@ -94,10 +104,11 @@ class HttpRequest(_message.Message):
         path: _builtins.str = ...,
         headers: _abc.Iterable[Global___Header] | None = ...,
         body: _builtins.bytes = ...,
+        socket_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "headers", b"headers", "method", b"method", "path", b"path", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "headers", b"headers", "method", b"method", "path", b"path", "socket_id", b"socket_id", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -110,8 +121,13 @@ class HttpResponse(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    SOCKET_NAMESPACE_FIELD_NUMBER: _builtins.int
+    SOCKET_OBJECT_ID_FIELD_NUMBER: _builtins.int
     status: _builtins.int
     body: _builtins.bytes
+    socket_namespace: _builtins.str
+    """For 101: the object that accepted the socket (where its frames go)."""
+    socket_object_id: _builtins.bytes
     @_builtins.property
     def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Header]: ...
     def __init__(
@@ -120,14 +136,83 @@ class HttpResponse(_message.Message):
         status: _builtins.int = ...,
         headers: _abc.Iterable[Global___Header] | None = ...,
         body: _builtins.bytes = ...,
+        socket_namespace: _builtins.str = ...,
+        socket_object_id: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "headers", b"headers", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "headers", b"headers", "socket_namespace", b"socket_namespace", "socket_object_id", b"socket_object_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HttpResponse: _TypeAlias = HttpResponse  # noqa: Y015
+
+@_typing.final
+class SocketFrame(_message.Message):
+    """One WebSocket event, either direction. Router -> node: the client sent it.
+    Node -> router: the object sent it (or the node closes the socket).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[SocketFrame._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        MESSAGE: SocketFrame._Kind.ValueType  # 0
+        CLOSE: SocketFrame._Kind.ValueType  # 1
+        ERROR: SocketFrame._Kind.ValueType  # 2
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    MESSAGE: SocketFrame.Kind.ValueType  # 0
+    CLOSE: SocketFrame.Kind.ValueType  # 1
+    ERROR: SocketFrame.Kind.ValueType  # 2
+
+    SOCKET_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    OBJECT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    BINARY_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    WAS_CLEAN_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    socket_id: _builtins.str
+    namespace: _builtins.str
+    object_id: _builtins.bytes
+    kind: Global___SocketFrame.Kind.ValueType
+    text: _builtins.str
+    binary: _builtins.bytes
+    code: _builtins.int
+    reason: _builtins.str
+    was_clean: _builtins.bool
+    revision: _builtins.int
+    def __init__(
+        self,
+        *,
+        socket_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        object_id: _builtins.bytes = ...,
+        kind: Global___SocketFrame.Kind.ValueType = ...,
+        text: _builtins.str = ...,
+        binary: _builtins.bytes = ...,
+        code: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        was_clean: _builtins.bool = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["binary", b"binary", "data", b"data", "text", b"text"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binary", b"binary", "code", b"code", "data", b"data", "kind", b"kind", "namespace", b"namespace", "object_id", b"object_id", "reason", b"reason", "revision", b"revision", "socket_id", b"socket_id", "text", b"text", "was_clean", b"was_clean"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_data: _TypeAlias = _typing.Literal["text", "binary"]  # noqa: Y015
+    _WhichOneofArgType_data: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_data) -> _WhichOneofReturnType_data | None: ...
+
+Global___SocketFrame: _TypeAlias = SocketFrame  # noqa: Y015
 
 @_typing.final
 class MethodCall(_message.Message):

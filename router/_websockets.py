@@ -1,0 +1,157 @@
+"""Client WebSockets at the router, multiplexed onto the node streams.
+
+The client's connection ends here. Its frames go to the home node of the object
+that accepted it, on the one stream this router keeps to that node; frames the
+object sends come back on the same stream and are matched by socket id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from aiohttp import WSMsgType, web
+
+from cluster.sockets import (
+    ABNORMAL,
+    GOING_AWAY,
+    SERVICE_RESTART,
+    Frame,
+    FrameKind,
+    SocketOwner,
+    new_socket_id,
+)
+from router._transport import RouterTransport
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+class ClientSocket:
+    __slots__ = ("socket_id", "ws", "owner", "node", "queue", "sender", "closed_by_server")
+
+    def __init__(self, socket_id: str) -> None:
+        self.socket_id = socket_id
+        self.ws: web.WebSocketResponse | None = None
+        self.owner: SocketOwner | None = None
+        self.node = ""  # address of the node whose stream carries this socket's frames
+        self.queue: deque[Frame] = deque()  # frames for the client, in order
+        self.sender: asyncio.Task[None] | None = None
+        self.closed_by_server = False
+
+
+class SocketHub:
+    def __init__(self, router_id: str, transport: RouterTransport) -> None:
+        self.router_id = router_id
+        self._transport = transport
+        self._sockets: dict[str, ClientSocket] = {}
+
+    @property
+    def open_sockets(self) -> int:
+        return sum(1 for s in self._sockets.values() if s.ws is not None)
+
+    def expect(self) -> str:
+        """A new upgrade request: frames for it may arrive before its 101 is handled."""
+        sid = new_socket_id(self.router_id)
+        self._sockets[sid] = ClientSocket(sid)
+        return sid
+
+    def abandon(self, socket_id: str) -> None:
+        self._sockets.pop(socket_id, None)
+
+    async def serve(
+        self, request: web.Request, socket_id: str, owner: SocketOwner
+    ) -> web.WebSocketResponse:
+        cs = self._sockets.get(socket_id) or ClientSocket(socket_id)
+        self._sockets[socket_id] = cs
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True)
+        await ws.prepare(request)
+        cs.ws, cs.owner = ws, owner
+        cs.node = self._transport.home_address(owner.object_id)
+        if cs.queue:
+            self._kick(cs)
+        code, reason, clean = ABNORMAL, "", False
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    self._to_node(cs, FrameKind.MESSAGE, msg.data)
+                elif msg.type == WSMsgType.CLOSE:
+                    code, reason, clean = msg.data or ABNORMAL, msg.extra or "", True
+                    break
+                elif msg.type == WSMsgType.ERROR:
+                    self._to_node(cs, FrameKind.ERROR, reason=str(ws.exception()))
+                    break
+                else:  # CLOSING / CLOSED: we closed it, or the transport dropped
+                    break
+        finally:
+            if not cs.closed_by_server:
+                self._to_node(cs, FrameKind.CLOSE, code=code, reason=reason, clean=clean)
+            self._sockets.pop(socket_id, None)
+            if cs.sender is not None and not cs.sender.done():
+                cs.sender.cancel()
+        return ws
+
+    def _to_node(self, cs: ClientSocket, kind: FrameKind, data: str | bytes | None = None, *,
+                 code: int = 0, reason: str = "", clean: bool = True) -> None:
+        assert cs.owner is not None
+        frame = Frame(cs.socket_id, cs.owner.namespace, cs.owner.object_id, kind, data,
+                      code, reason, clean)
+        cs.node = self._transport.send_frame(frame)
+
+    # -- frames from nodes ----------------------------------------------------------
+    def on_frames(self, address: str, frames: list[Frame]) -> None:
+        for frame in frames:
+            cs = self._sockets.get(frame.socket_id)
+            if cs is None:
+                continue
+            cs.queue.append(frame)
+            if cs.ws is not None:
+                self._kick(cs)
+
+    def _kick(self, cs: ClientSocket) -> None:
+        if cs.sender is None or cs.sender.done():
+            cs.sender = asyncio.get_running_loop().create_task(self._drain(cs))
+
+    async def _drain(self, cs: ClientSocket) -> None:
+        ws = cs.ws
+        assert ws is not None
+        while cs.queue:
+            frame = cs.queue.popleft()
+            try:
+                if frame.kind == FrameKind.MESSAGE:
+                    if isinstance(frame.data, str):
+                        await ws.send_str(frame.data)
+                    else:
+                        await ws.send_bytes(frame.data or b"")
+                elif frame.kind == FrameKind.CLOSE:
+                    cs.closed_by_server = True
+                    cs.queue.clear()
+                    await ws.close(code=frame.code or 1000, message=frame.reason.encode())
+            except (ConnectionError, RuntimeError) as exc:
+                log.debug("socket %s: send failed: %s", cs.socket_id, exc)
+                cs.queue.clear()
+
+    def on_lost(self, address: str) -> None:
+        """The stream to a node broke: the node has closed these sockets on its side."""
+        for cs in list(self._sockets.values()):
+            if cs.node == address and cs.ws is not None:
+                self._server_close(cs, SERVICE_RESTART, "node connection lost")
+
+    def _server_close(self, cs: ClientSocket, code: int, reason: str) -> None:
+        cs.queue.append(Frame(cs.socket_id, "", b"", FrameKind.CLOSE, None, code, reason))
+        self._kick(cs)
+
+    async def close_all(self, timeout: float = 5.0) -> None:
+        """Router shutdown: objects hear 1001 going away, and so do clients."""
+        for cs in list(self._sockets.values()):
+            if cs.ws is None or cs.owner is None:
+                continue
+            self._to_node(cs, FrameKind.CLOSE, code=GOING_AWAY, reason="router shutting down",
+                          clean=False)
+            self._server_close(cs, GOING_AWAY, "router shutting down")
+        senders = [cs.sender for cs in self._sockets.values() if cs.sender is not None]
+        if senders:
+            await asyncio.wait(senders, timeout=timeout)
