@@ -25,12 +25,17 @@ SCENARIOS = {
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], metavar="SCENARIO",
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Drive abode with load and check the results."
+    )
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                         help=f"which to run (default: all of {', '.join(SCENARIOS)})")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each load phase")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
     opts = parser.parse_args(argv)
+    unknown = [name for name in opts.scenarios if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
     if opts.seconds <= 0 or opts.clients <= 0:
         parser.error("--seconds and --clients must be positive")
     opts.scenarios = opts.scenarios or list(SCENARIOS)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import time
 
 import aiohttp
 
@@ -61,7 +62,9 @@ async def main(opts: argparse.Namespace) -> bool:
         async def read(key: str) -> None:
             got[int(key)] = await _read(http, f"{base}/Counter/spread-{key}")
 
+        t0 = time.perf_counter()
         await for_each([str(k) for k in range(SPREAD_KEYS)], read, clients=opts.clients)
+        print(f"  (read back {SPREAD_KEYS:,} spread counters in {time.perf_counter() - t0:.1f} s)")
         wrong = [k for k in range(SPREAD_KEYS) if got[k] != sent.get(k, 0)]
         if wrong:
             k = wrong[0]

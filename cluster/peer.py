@@ -34,6 +34,10 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
+    # Server side: accept those keepalives on an idle stream. The default (one per 5 min,
+    # two strikes) answers GOAWAY "too_many_pings" after ~30 s idle, breaking the stream
+    # and every WebSocket on it.
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
 ]
 
 

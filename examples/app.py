@@ -13,9 +13,10 @@ its class. Add an example by importing its classes here.
 """
 
 from examples.cart import Cart
+from examples.chat import ChatRoom, edge
 from examples.counter import Counter
 from examples.doc import Document
 from examples.ratelimit import RateLimiter
 from examples.tickets import Tickets
 
-__all__ = ["Cart", "Counter", "Document", "RateLimiter", "Tickets"]
+__all__ = ["Cart", "ChatRoom", "Counter", "Document", "RateLimiter", "Tickets", "edge"]

@@ -174,6 +174,8 @@ class ObjectHost:
             self.instance = self.cls(self.ctx, self.runtime.env)
             while self._blockers:
                 await self._blockers.pop(0)
+            touched = self.storage.alarm_touched()
+            alarm = (await self.storage.get_alarm(),) if touched else None
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -184,7 +186,7 @@ class ObjectHost:
             while self.queue:
                 _reply(self.queue.popleft(), err)
             return False
-        self._commit(self.storage.end())
+        self._commit(self.storage.end(), alarm)
         self.runtime.activated(self, time.perf_counter() - t0)
         return True
 

@@ -12,15 +12,15 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from cluster import ids
 from cluster.app import App
 from cluster.env import Env
-from cluster.errors import AbodeError, CallTimeout, RemoteError, Unavailable, UnknownNamespace
-from cluster.invocation import Invocation, Outcome
+from cluster.errors import Unavailable, UnknownNamespace
+from cluster.invocation import Invocation
 from node._alarms import AlarmScheduler
 from node._host import Event, ObjectHost, Reply
 from node._object import AlarmInfo
@@ -51,6 +51,8 @@ class Runtime:
         self.hosts: OrderedDict[bytes, ObjectHost] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepting = False
+        # Whether this node may run an object now; the cluster replaces it (ownership).
+        self.owns: Callable[[bytes], bool] = lambda object_id: True
         self.activations = 0
         self.evictions = 0
         self.activation_seconds = 0.0
@@ -113,34 +115,13 @@ class Runtime:
         )
         self._host(oid).submit(ev)
 
-    async def invoke(self, inv: Invocation) -> Outcome:
-        """``submit`` for callers in this process (the local transport)."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def reply(outcome: Any) -> None:
-            if not fut.done():
-                fut.set_result(outcome)
-
-        self.submit(inv, reply)
-        try:
-            async with asyncio.timeout(inv.timeout):
-                outcome = await fut
-        except TimeoutError:
-            raise CallTimeout(f"no answer within {inv.timeout:g} s") from None
-        if isinstance(outcome, BaseException):
-            # As across the wire: a handler's own exception reaches callers as RemoteError.
-            if not isinstance(outcome, AbodeError):
-                raise RemoteError(str(outcome), type(outcome).__name__) from None
-            raise outcome
-        return outcome  # type: ignore[no-any-return]
-
     def _host(self, oid: ids.ObjectId) -> ObjectHost:
         host = self.hosts.get(oid.raw)
         if host is None:
             host = ObjectHost(self, oid, self.app.objects[oid.namespace])
             self.hosts[oid.raw] = host
             if len(self.hosts) > self.config.max_active_objects:
-                self._evict_lru()
+                self._evict_lru(keep=oid.raw)
         else:
             self.hosts.move_to_end(oid.raw)
         return host
@@ -178,6 +159,11 @@ class Runtime:
         if ns not in self.app.objects or not self._accepting:
             reply(UnknownNamespace(ns))
             return
+        if not self.owns(oid):
+            # The object moved away (handoff): its new home fires the alarm.
+            self.alarms.set(oid, ns, None)
+            reply(None)
+            return
         ev = Event("alarm", os.urandom(8), reply, float("inf"), alarm=info, alarm_when=when)
         self._host(ids.id_from_bytes(ns, oid)).submit(ev)
 
@@ -202,14 +188,16 @@ class Runtime:
                 key for key, h in self.hosts.items() if h.last_used < cutoff and h.idle
             ]
             for key in stale:
-                self._evict(key)
+                self.evict(key)
 
-    def _evict_lru(self) -> None:
+    def _evict_lru(self, keep: bytes) -> None:
+        # Never ``keep``, the host being created: its caller is about to submit to it,
+        # and evicting it would let a second instance of the object start.
         excess = len(self.hosts) - self.config.max_active_objects
-        for key in [k for k, h in self.hosts.items() if h.idle][:excess]:
-            self._evict(key)
+        for key in [k for k, h in self.hosts.items() if h.idle and k != keep][:excess]:
+            self.evict(key)
 
-    def _evict(self, key: bytes) -> None:
+    def evict(self, key: bytes) -> None:
         host = self.hosts.pop(key, None)
         if host is not None:
             self.evictions += 1

@@ -1,4 +1,8 @@
-"""One storage node's lifecycle: open storage -> start runtime -> listen; stop in reverse."""
+"""One storage node's lifecycle: open storage -> start runtime -> listen; stop in reverse.
+
+``abode dev`` uses it as is (every object local). A cluster member (``node._member``)
+swaps in ring ownership and handoff once it has registered in etcd.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from cluster.env import Env
 from cluster.invocation import Invocation, Outcome
 from cluster.peer import CHANNEL_OPTIONS
 from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+from node._dispatch import Dispatcher, PeerPool
+from node._ownership import Ownership
 from node._runtime import Runtime, RuntimeConfig
 from node._service import NodeService
 from node._store import Store
@@ -29,23 +35,27 @@ class NodeConfig:
     sync: bool = True
 
 
-class LocalTransport:
-    """Object-to-object calls when every object lives on this node."""
+class _DispatchTransport:
+    """``env`` inside objects: calls go through the dispatcher (local or forwarded)."""
 
     def __init__(self) -> None:
-        self.runtime: Runtime | None = None
+        self.dispatcher: Dispatcher | None = None
 
     async def invoke(self, inv: Invocation) -> Outcome:
-        assert self.runtime is not None
-        return await self.runtime.invoke(inv)
+        assert self.dispatcher is not None
+        return await self.dispatcher.invoke(inv)
 
 
 class NodeServer:
-    def __init__(self, app: App, config: NodeConfig) -> None:
+    def __init__(self, app: App, config: NodeConfig, ownership: Ownership | None = None) -> None:
         self.app = app
         self.config = config
+        self._ownership = ownership or Ownership()
         self.store: Store | None = None
         self.runtime: Runtime | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.service: NodeService | None = None
+        self.peers = PeerPool()
         self._server: grpc.aio.Server | None = None
         self.port = 0
         self._stopped = False
@@ -58,15 +68,15 @@ class NodeServer:
     async def start(self) -> None:
         os.makedirs(self.config.data_dir, exist_ok=True)
         self.store = Store(os.path.join(self.config.data_dir, "db"), sync=self.config.sync)
-        transport = LocalTransport()
+        transport = _DispatchTransport()
         env = Env(self.app.namespaces, transport, call_timeout=self.config.runtime.call_timeout)
         self.runtime = Runtime(self.app, self.store, env, self.config.runtime)
-        transport.runtime = self.runtime
+        self.dispatcher = Dispatcher(self.runtime, self._ownership, self.peers)
+        transport.dispatcher = self.dispatcher
         await self.runtime.start()
         self._server = grpc.aio.server(options=CHANNEL_OPTIONS)
-        pb_grpc.add_NodeServicer_to_server(
-            NodeService(self.runtime, self.config.node_id), self._server
-        )
+        self.service = NodeService(self.runtime, self.dispatcher, self.config.node_id)
+        pb_grpc.add_NodeServicer_to_server(self.service, self._server)
         self.port = self._server.add_insecure_port(self.config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen} (port taken?)")
@@ -82,6 +92,7 @@ class NodeServer:
             await self.runtime.drain(timeout=grace)
         if self._server is not None:
             await self._server.stop(grace=1.0)
+        await self.peers.close()
         if self.runtime is not None:
             await self.runtime.stop()
         if self.store is not None:

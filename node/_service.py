@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -12,16 +12,24 @@ from cluster import wire
 from cluster.rpc.v1 import node_pb2 as pb
 from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
 from cluster.sockets import ROUTER_METADATA, Frame
+from node._dispatch import Dispatcher
 from node._runtime import Runtime
+
+if TYPE_CHECKING:
+    from node._handoff import Handoff
 
 log = logging.getLogger(__name__)
 
 
 class NodeService(pb_grpc.NodeServicer):
-    def __init__(self, runtime: Runtime, node_id: str, *, max_batch: int = 512) -> None:
+    def __init__(
+        self, runtime: Runtime, dispatcher: Dispatcher, node_id: str, *, max_batch: int = 512
+    ) -> None:
         self._runtime = runtime
+        self._dispatcher = dispatcher
         self._node_id = node_id
         self._max_batch = max_batch
+        self.handoff: Handoff | None = None  # set once the node is a cluster member
 
     async def Exchange(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
         # No task per call: each call's reply callback appends to this stream's
@@ -29,7 +37,7 @@ class NodeService(pb_grpc.NodeServicer):
         outbox: list[pb.Result] = []
         frames: list[pb.SocketFrame] = []
         wake = asyncio.Event()
-        submit = self._runtime.submit
+        submit = self._dispatcher.submit
         sockets = self._runtime.sockets
         metadata = dict(context.invocation_metadata() or ())
         router = str(metadata.get(ROUTER_METADATA, ""))
@@ -81,6 +89,25 @@ class NodeService(pb_grpc.NodeServicer):
     async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoReply:  # noqa: N802
         return pb.InfoReply(
             node_id=self._node_id,
+            revision=self._dispatcher.ownership.revision,
             active_objects=self._runtime.active_objects,
+            open_sockets=self._runtime.sockets.count,
+            pending_alarms=self._runtime.alarms.pending,
+            pending_ranges=len(self.handoff.ownership.pending) if self.handoff else 0,
             namespaces=self._runtime.app.namespaces,
         )
+
+    async def Pull(self, request: pb.PullRequest, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        if self.handoff is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not a cluster member yet")
+        assert self.handoff is not None
+        async for chunk in self.handoff.serve_pull(request):
+            yield chunk
+
+    async def Release(  # noqa: N802
+        self, request: pb.PullRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReleaseReply:
+        if self.handoff is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not a cluster member yet")
+        assert self.handoff is not None
+        return pb.ReleaseReply(keys_dropped=await self.handoff.release(request))

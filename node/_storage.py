@@ -18,7 +18,16 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from cluster import codec
-from node._store import ALARM, DATA, SOCKET, Batch, Store, alarm_index_key
+from node._store import (
+    ALARM,
+    DATA,
+    SOCKET,
+    Batch,
+    Store,
+    alarm_index_key,
+    alarm_record,
+    alarm_record_time,
+)
 
 T = TypeVar("T")
 
@@ -78,7 +87,7 @@ class StorageReader:
         if value is _MISSING:
             if key is _ALARM_KEY:
                 raw = self._store.get(self._id + ALARM)
-                value = codec.unpack(raw) if raw is not None else None
+                value = alarm_record_time(raw) if raw is not None else None
             else:
                 raw = self._store.get(self._id + DATA + key.encode())
                 value = _DELETED if raw is None else raw
@@ -290,7 +299,7 @@ class Storage(StorageReader):
             return None
         if not layer:
             return None
-        batch = Batch()
+        batch = Batch(self._id)
         for k, v in layer.items():
             if k is _ALARM_KEY:
                 self._alarm_ops(batch, v)
@@ -317,7 +326,7 @@ class Storage(StorageReader):
         if when is None:
             batch.deletes.append(self._id + ALARM)
         else:
-            batch.puts.append((self._id + ALARM, codec.pack(when)))
+            batch.puts.append((self._id + ALARM, alarm_record(when, self._namespace)))
             batch.index_puts.append((alarm_index_key(when, self._id), self._namespace.encode()))
 
     def _lookup_below_layers(self, key: Any) -> Any:

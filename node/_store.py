@@ -2,10 +2,12 @@
 
 Layout (raw bytes; ids begin with their ring position, so a ring range is one scan):
     default CF   {object id 32B}d{user key}      -> msgpack value
-                 {object id 32B}a                -> msgpack alarm time (epoch ms)
+                 {object id 32B}a                -> msgpack [alarm time (epoch ms), namespace]
                  {object id 32B}n                -> namespace (utf-8)
                  {object id 32B}w{socket id}     -> msgpack socket metadata
     alarms CF    {when ms 8B BE}{object id 32B}  -> namespace (node-wide alarm index)
+    meta CF      name                            -> node-level records (e.g. the last ring
+                                                    whose handoffs completed)
 
 Which rocksdict calls run where is decided here and only here: point reads and
 bounded scans run on the event loop (microseconds, from the block cache); fsync'd
@@ -17,19 +19,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+import msgpack
 from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DATA = b"d"
 ALARM = b"a"
 NAMESPACE = b"n"
 SOCKET = b"w"
 _ALARMS_CF = "alarms"
+_META_CF = "meta"
 
 
 def data_prefix(object_id: bytes) -> bytes:
@@ -40,6 +46,25 @@ def alarm_index_key(when_ms: int, object_id: bytes) -> bytes:
     return when_ms.to_bytes(8, "big") + object_id
 
 
+def alarm_record(when_ms: int, namespace: str) -> bytes:
+    # The namespace rides along so a node that receives the object in a handoff can
+    # rebuild its time index entry from this record alone.
+    return msgpack.packb([when_ms, namespace])
+
+
+def alarm_record_time(raw: bytes) -> int:
+    value = msgpack.unpackb(raw)
+    return int(value[0] if isinstance(value, list) else value)
+
+
+def position_key(position: int) -> bytes:
+    return position.to_bytes(8, "big")
+
+
+class CommitFenced(RuntimeError):
+    """The commit was refused: this node may no longer own the object."""
+
+
 class StoreLocked(RuntimeError):
     """Another process holds the data directory."""
 
@@ -48,6 +73,7 @@ class StoreLocked(RuntimeError):
 class Batch:
     """Writes of one event (or activation) of one object: applied atomically."""
 
+    object_id: bytes = b""
     puts: list[tuple[bytes, bytes]] = field(default_factory=list)
     deletes: list[bytes] = field(default_factory=list)
     index_puts: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -71,6 +97,7 @@ class Store:
         self._db = _open_with_retry(path, opts, open_timeout)
         self._alarms = self._db.get_column_family(_ALARMS_CF)
         self._alarms_handle = self._db.get_column_family_handle(_ALARMS_CF)
+        self._meta = self._db.get_column_family(_META_CF)
         self._write_opts = WriteOptions()
         self._write_opts.sync = sync
         self.path = path
@@ -106,7 +133,49 @@ class Store:
             yield int.from_bytes(k[:8], "big"), k[8:], it.value().decode()
             it.next()
 
+    def meta_get(self, name: str) -> bytes | None:
+        return self._meta.get(name.encode())
+
+    def meta_put(self, name: str, value: bytes) -> None:
+        self._meta.put(name.encode(), value, self._write_opts)
+
+    def scan_positions(self, start: int, end: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every key of the objects whose ring position is in [start, end) (end 0: 2^64)."""
+        lower = position_key(start)
+        it = self._db.iter(ReadOptions())
+        it.seek(lower)
+        upper = position_key(end) if 0 < end < 1 << 64 else None
+        while it.valid():
+            k = it.key()
+            if upper is not None and k >= upper:
+                return
+            yield k, it.value()
+            it.next()
+
     # -- writes (on the commit thread) ----------------------------------------------
+    def ingest(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Write keys received in a handoff, rebuilding alarm index entries."""
+        wb = WriteBatch(raw_mode=True)
+        for k, v in items:
+            wb.put(k, v)
+            if len(k) == 33 and k[32:] == ALARM:
+                when, ns = msgpack.unpackb(v)
+                wb.put(alarm_index_key(int(when), k[:32]), ns.encode(), self._alarms_handle)
+        self._db.write(wb, self._write_opts)
+
+    def drop_positions(self, ranges: list[tuple[int, int]]) -> int:
+        """Delete every key (and alarm index entry) of objects in the ranges."""
+        wb = WriteBatch(raw_mode=True)
+        count = 0
+        for start, end in ranges:
+            for k, v in self.scan_positions(start, end):
+                wb.delete(k)
+                count += 1
+                if len(k) == 33 and k[32:] == ALARM:
+                    wb.delete(alarm_index_key(alarm_record_time(v), k[:32]), self._alarms_handle)
+        self._db.write(wb, self._write_opts)
+        return count
+
     def write(self, batches: list[Batch]) -> None:
         wb = WriteBatch(raw_mode=True)
         for b in batches:
@@ -121,6 +190,8 @@ class Store:
         self._db.write(wb, self._write_opts)
 
     def close(self) -> None:
+        # Column family handles keep the DB (and its LOCK) alive until dropped.
+        del self._alarms, self._alarms_handle, self._meta
         self._db.close()
 
 
@@ -129,7 +200,9 @@ def _open_with_retry(path: str, opts: Options, timeout: float) -> Rdict:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return Rdict(path, opts, column_families={_ALARMS_CF: Options(raw_mode=True)})
+            return Rdict(path, opts, column_families={
+                _ALARMS_CF: Options(raw_mode=True), _META_CF: Options(raw_mode=True),
+            })
         except Exception as exc:
             if "lock" not in str(exc).lower():
                 raise
@@ -147,8 +220,11 @@ class GroupCommitter:
     all. Each submitter gets a future that resolves when its batch is durable.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, fence: Callable[[Batch], str | None] | None = None) -> None:
         self._store = store
+        # Fencing in the commit path: a batch of an object this node may no longer
+        # own (lost lease, range handed off) is refused, never made durable.
+        self.fence = fence
         self._queue: list[tuple[Batch, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="abode-commit")
@@ -156,10 +232,15 @@ class GroupCommitter:
         self._closing = False
         self.commits = 0
         self.batches = 0
+        self.fenced = 0
         self.last_latency = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit")
+
+    async def run_exclusive(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a large store operation on the commit thread, ordered with commits."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     def submit(self, batch: Batch) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -180,6 +261,10 @@ class GroupCommitter:
                     return
                 continue
             group, self._queue = self._queue, []
+            if self.fence is not None:
+                group = self._refuse_fenced(group)
+                if not group:
+                    continue
             t0 = time.perf_counter()
             try:
                 await loop.run_in_executor(self._thread, self._store.write, [b for b, _ in group])
@@ -197,6 +282,20 @@ class GroupCommitter:
             self.batches += len(group)
             if self._closing and not self._queue:
                 return
+
+    def _refuse_fenced(
+        self, group: list[tuple[Batch, asyncio.Future[None]]]
+    ) -> list[tuple[Batch, asyncio.Future[None]]]:
+        assert self.fence is not None
+        kept = []
+        for batch, fut in group:
+            reason = self.fence(batch)
+            if reason is None:
+                kept.append((batch, fut))
+            elif not fut.done():
+                self.fenced += 1
+                fut.set_exception(CommitFenced(reason))
+        return kept
 
     async def close(self) -> None:
         """Commit what is queued, then stop. Safe to call twice."""

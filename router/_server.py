@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -28,8 +29,15 @@ class RouterConfig:
 
 class RouterServer:
     def __init__(
-        self, app: App, placement: Placement, config: RouterConfig, router_id: str = ""
+        self,
+        app: App,
+        placement: Placement,
+        config: RouterConfig,
+        router_id: str = "",
+        healthy: Callable[[], dict[str, object] | None] | None = None,
     ) -> None:
+        # What /_abode/health reports, or None while the router cannot route.
+        self._health = healthy or (lambda: {})
         self.app = app
         self.config = config
         self.router_id = router_id or os.urandom(6).hex()
@@ -46,7 +54,8 @@ class RouterServer:
         return f"http://{self.config.host}:{self.port}"
 
     def _healthy(self) -> dict[str, object] | None:
-        return {"namespaces": self.app.namespaces}
+        state = self._health()
+        return None if state is None else {"namespaces": self.app.namespaces, **state}
 
     async def start(self) -> None:
         web_app = make_app(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 
+from cluster.errors import Unavailable
 from cluster.invocation import Invocation, Outcome
 from cluster.peer import FrameHandler, PeerClient
 from cluster.placement import Placement
@@ -24,6 +27,8 @@ class RouterTransport:
         self.on_frames = on_frames
         self.on_lost = on_lost
         self._peers: dict[str, PeerClient] = {}
+        self.retry_budget = 3.0
+        self.retries = 0
 
     def peer(self, address: str) -> PeerClient:
         peer = self._peers.get(address)
@@ -48,9 +53,23 @@ class RouterTransport:
         return self._placement.home(object_id)[0]
 
     async def invoke(self, inv: Invocation) -> Outcome:
-        address, revision = self._placement.home(inv.object_id)
-        inv.revision = revision
-        return await self.peer(address).invoke(inv)
+        # A refusal means the call never ran (no home right now, node starting or
+        # fenced, object moving): retry with a fresh view, within a bounded budget.
+        # Nothing that may have run is retried.
+        deadline = time.monotonic() + min(self.retry_budget, inv.timeout)
+        delay = 0.05
+        while True:
+            try:
+                address, revision = self._placement.home(inv.object_id)
+                inv.revision = revision
+                inv.hops = 0
+                return await self.peer(address).invoke(inv)
+            except Unavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                self.retries += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def send_frame(self, frame: Frame) -> str:
         """Send a client's frame to the home of its object; returns that node's address."""

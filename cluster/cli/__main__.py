@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import uvloop
 
 from cluster.app import AppError
+from node._runtime import RuntimeConfig
+from node._store import StoreLocked
 
 log = logging.getLogger("abode")
 
@@ -34,8 +36,59 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--data", default=".abode")
     _runtime_flags(dev)
-    dev.add_argument("--ready-file", default=None, help="write ports as JSON here once serving")
+    _ready_flag(dev)
+
+    up = sub.add_parser("up", help="a local cluster: etcd, nodes and routers on loopback")
+    up.add_argument("app", help="module path (examples.counter) or file (path/app.py)")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--routers", type=int, default=2)
+    up.add_argument("--replicas", type=int, default=1)
+    up.add_argument("--port", type=int, default=8787, help="first router's port; the next ones above it")
+    up.add_argument("--data", default=".abode/up")
+    up.add_argument("--idle-timeout", type=float, default=30.0)
+    up.add_argument("--cluster", default="abode", help="prefix of every etcd key")
+
+    node = sub.add_parser("node", help="one storage node")
+    node.add_argument("--app", required=True)
+    _etcd_flags(node)
+    node.add_argument("--id", default="", help="node id (default: host name); stable across restarts")
+    node.add_argument("--listen", default="127.0.0.1:7070", help="gRPC listen HOST:PORT")
+    node.add_argument("--advertise", default="", help="HOST:PORT others reach this node at")
+    node.add_argument("--data", default=".abode/nodes")
+    node.add_argument("--metrics-port", type=int, default=None)
+    node.add_argument("--replicas", type=int, default=1)
+    node.add_argument("--weight", type=int, default=100, help="share of the ring (100 = normal)")
+    _runtime_flags(node)
+    _ready_flag(node)
+
+    router = sub.add_parser("router", help="one edge router")
+    router.add_argument("--app", required=True)
+    _etcd_flags(router)
+    router.add_argument("--port", type=int, default=8787)
+    router.add_argument("--host", default="127.0.0.1")
+    router.add_argument("--metrics-port", type=int, default=None)
+    router.add_argument("--max-body", type=int, default=32 * MIB, help="request body limit, bytes")
+    router.add_argument("--call-timeout", type=float, default=30.0)
+    _ready_flag(router)
+
+    status = sub.add_parser("status", help="members, liveness, ownership, objects per node")
+    _etcd_flags(status, lease=False)
+
+    remove = sub.add_parser("remove", help="decommission a node: hand off its data, then drop it")
+    remove.add_argument("node_id", metavar="NODE")
+    _etcd_flags(remove, lease=False)
     return parser
+
+
+def _etcd_flags(p: argparse.ArgumentParser, *, lease: bool = True) -> None:
+    p.add_argument("--etcd", required=True, help="http://host:port[,http://host:port...]")
+    p.add_argument("--cluster", default="abode", help="prefix of every etcd key")
+    if lease:
+        p.add_argument("--lease-ttl", type=float, default=3.0, help="liveness lease, seconds")
+
+
+def _ready_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ready-file", default=None, help="write ports as JSON here once serving")
 
 
 def _runtime_flags(p: argparse.ArgumentParser) -> None:
@@ -52,45 +105,87 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
 def apply_environment(parser: argparse.ArgumentParser, argv: Sequence[str],
                       environ: dict[str, str]) -> argparse.Namespace:
     """Parse ``argv``; a flag not given falls back to ``ABODE_<FLAG>``; flags win."""
-    args = parser.parse_args(argv)
-    sub = _subparser(parser, args.command)
-    for action in sub._actions:
-        if not action.option_strings or action.dest == "help":
-            continue
-        key = "ABODE_" + action.dest.upper()
-        given = any(a == o or a.startswith(o + "=") for a in argv for o in action.option_strings)
-        if key in environ and not given:
+    for sub in _subparsers(parser):
+        for action in sub._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            key = "ABODE_" + action.dest.upper()
+            if key not in environ:
+                continue
             raw = environ[key]
             try:
-                value = action.type(raw) if callable(action.type) else raw
+                action.default = action.type(raw) if callable(action.type) else raw
             except (TypeError, ValueError):
                 parser.error(f"{key}={raw!r} is not a valid value for {action.option_strings[0]}")
-            setattr(args, action.dest, value)
-    return args
+            action.required = False
+    return parser.parse_args(argv)
 
 
-def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            return action.choices[name]  # type: ignore[no-any-return]
-    raise KeyError(name)
+            return list(action.choices.values())
+    return []
 
 
-async def _serve(args: argparse.Namespace) -> None:
+def _runtime_config(args: argparse.Namespace) -> RuntimeConfig:
+    return RuntimeConfig(
+        idle_timeout=args.idle_timeout,
+        max_queue=args.max_queue,
+        call_timeout=args.call_timeout,
+        max_active_objects=args.max_active_objects,
+        alarm_first_retry=args.alarm_retry_base,
+    )
+
+
+async def _serve(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if args.command == "dev":
+    command = args.command
+    if command == "dev":
         from cluster.cli.dev import DevConfig, run_dev
 
-        cfg = DevConfig(
+        await run_dev(DevConfig(
             app=args.app, port=args.port, host=args.host, data=args.data,
-            idle_timeout=args.idle_timeout, max_queue=args.max_queue, max_body=args.max_body,
-            call_timeout=args.call_timeout, max_active_objects=args.max_active_objects,
-            alarm_retry_base=args.alarm_retry_base, ready_file=args.ready_file,
-        )
-        await run_dev(cfg, stop)
+            runtime=_runtime_config(args), max_body=args.max_body, ready_file=args.ready_file,
+        ), stop)
+    elif command == "up":
+        from cluster.cli.up import UpConfig, run_up
+
+        return await run_up(UpConfig(
+            app=args.app, nodes=args.nodes, routers=args.routers, replicas=args.replicas,
+            port=args.port, data=args.data, idle_timeout=args.idle_timeout, cluster=args.cluster,
+        ), stop)
+    elif command == "node":
+        from cluster.cli.members import NodeProcessConfig, run_node
+
+        await run_node(NodeProcessConfig(
+            app=args.app, etcd=args.etcd, node_id=args.id, listen=args.listen,
+            advertise=args.advertise, data=args.data, cluster=args.cluster, weight=args.weight,
+            replicas=args.replicas, lease_ttl=args.lease_ttl, runtime=_runtime_config(args),
+            metrics_port=args.metrics_port, ready_file=args.ready_file,
+        ), stop)
+    elif command == "router":
+        from cluster.cli.members import RouterProcessConfig, run_router
+        from router import RouterConfig
+
+        await run_router(RouterProcessConfig(
+            app=args.app, etcd=args.etcd, cluster=args.cluster,
+            router=RouterConfig(args.host, args.port, args.max_body, args.call_timeout),
+            lease_ttl=args.lease_ttl, metrics_port=args.metrics_port,
+            ready_file=args.ready_file,
+        ), stop)
+    elif command == "status":
+        from cluster.cli.admin import status
+
+        return await status(args.etcd, args.cluster)
+    elif command == "remove":
+        from cluster.cli.admin import remove
+
+        return await remove(args.node_id, args.etcd, args.cluster)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,16 +199,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_serve(args))
+            return runner.run(_serve(args))
     except AppError as exc:
         print(f"abode: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, StoreLocked, ValueError) as exc:
+        # etcd unreachable, port taken, data dir locked, bad endpoint: one line, non-zero.
         print(f"abode: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -194,6 +194,27 @@ class Boot(DurableObject):
         return Response.json({"loaded": self.loaded, "boots": self.boots})
 
 
+class Early(DurableObject):
+    """Sets its alarm while it activates (in the constructor's blocking load)."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        super().__init__(ctx, env)
+        self.ctx.block_concurrency_while(self._load)
+
+    async def _load(self) -> None:
+        storage = self.ctx.storage
+        if await storage.get_alarm() is None and not await storage.get("fired", 0):
+            await storage.set_alarm(now_ms() + 200)
+
+    async def fetch(self, request: Request) -> Response:
+        storage = self.ctx.storage
+        return Response.json({"alarm": await storage.get_alarm(),
+                              "fired": await storage.get("fired", 0)})
+
+    async def alarm(self, info: AlarmInfo) -> None:
+        await self.ctx.storage.put("fired", await self.ctx.storage.get("fired", 0) + 1)
+
+
 class Probe(DurableObject):
     """Reports on other objects of this process without touching them."""
 

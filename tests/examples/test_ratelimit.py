@@ -66,3 +66,33 @@ async def test_rpc_and_bad_parameters(app, http):
     for query in ("limit=0", "limit=x", "window=0", "window=nan", "window=1e9"):
         status, body, _ = await hit(http, f"{app.url}/RateLimiter/bad?{query}")
         assert status == 400 and "error" in body, query
+
+
+async def test_the_alarm_wakes_an_evicted_limiter(dev_factory, http):
+    # Objects idle for 0.1 s are evicted, long before the 1.5 s window ends: the
+    # alarm must activate the object again to close the window.
+    dev = dev_factory("tests.examples.rpc_app", "--idle-timeout", "0.1")
+    url = f"{dev.url}/RateLimiter/sleepy?limit=1&window=1.5"
+    assert (await hit(http, url))[0] == 200
+    assert (await hit(http, url))[0] == 429
+
+    async def allowed_again():
+        return (await hit(http, url))[0] == 200
+
+    await assert_eventually(allowed_again, timeout=10, interval=0.2)
+
+
+async def test_a_window_survives_a_crash_and_its_alarm_still_fires(app, http):
+    url = f"{app.url}/RateLimiter/crashy?limit=2&window=3"
+    assert (await hit(http, url))[0] == 200
+    assert (await hit(http, url))[0] == 200
+    app.restart()  # SIGKILL and start again on the same data
+    url = f"{app.url}/RateLimiter/crashy?limit=2&window=3"
+    assert (await hit(http, url))[0] == 429  # the count was durable
+    status_url = f"{app.url}/RateLimiter/crashy/status"
+
+    async def reset():
+        return (await call(http, "GET", status_url))[1]["count"] == 0
+
+    await assert_eventually(reset, timeout=10)
+    assert (await hit(http, url))[:2] == (200, {"allowed": True, "remaining": 1})

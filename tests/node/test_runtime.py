@@ -248,6 +248,6 @@ async def test_wait_until_runs_after_the_event(dev, http):
 
 
 async def test_block_concurrency_while_in_constructor_runs_before_first_event(dev, http):
-    urls = [f"{dev.url}/Boot/boot-1/"] * 5
+    urls = [f"{dev.url}/Boot/boot-1/"] * MAX_QUEUE  # all queued during activation
     results = await asyncio.gather(*(fetch_json(http, "GET", u) for u in urls))
     assert all(r == (200, {"loaded": True, "boots": 1}) for r in results), results

@@ -44,6 +44,16 @@ class NodeStub:
                 request_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.InfoRequest.SerializeToString,
                 response_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.InfoReply.FromString,
                 _registered_method=True)
+        self.Pull = channel.unary_stream(
+                '/cluster.rpc.v1.Node/Pull',
+                request_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.SerializeToString,
+                response_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.FromString,
+                _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/cluster.rpc.v1.Node/Release',
+                request_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.SerializeToString,
+                response_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.ReleaseReply.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -63,6 +73,21 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Pull(self, request, context):
+        """Handoff: the new owner of ring ranges pulls their keys from the old owner.
+        Serving a pull fences the old owner for those ranges first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Release(self, request, context):
+        """Handoff: the new owner has the ranges durably; the old owner may drop them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +100,16 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.InfoRequest.FromString,
                     response_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.InfoReply.SerializeToString,
+            ),
+            'Pull': grpc.unary_stream_rpc_method_handler(
+                    servicer.Pull,
+                    request_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.FromString,
+                    response_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.SerializeToString,
+            ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.FromString,
+                    response_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.ReleaseReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +166,60 @@ class Node:
             '/cluster.rpc.v1.Node/Info',
             cluster_dot_rpc_dot_v1_dot_node__pb2.InfoRequest.SerializeToString,
             cluster_dot_rpc_dot_v1_dot_node__pb2.InfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pull(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cluster.rpc.v1.Node/Pull',
+            cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.SerializeToString,
+            cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cluster.rpc.v1.Node/Release',
+            cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.SerializeToString,
+            cluster_dot_rpc_dot_v1_dot_node__pb2.ReleaseReply.FromString,
             options,
             channel_credentials,
             insecure,

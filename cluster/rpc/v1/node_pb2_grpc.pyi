@@ -41,6 +41,12 @@ class NodeStub:
     """The batched data path. Each side writes Envelopes as work becomes ready."""
     Info: _grpc.UnaryUnaryMultiCallable[_node_pb2.InfoRequest, _node_pb2.InfoReply]
     """Control: what this node is and holds (status, readiness)."""
+    Pull: _grpc.UnaryStreamMultiCallable[_node_pb2.PullRequest, _node_pb2.PullChunk]
+    """Handoff: the new owner of ring ranges pulls their keys from the old owner.
+    Serving a pull fences the old owner for those ranges first.
+    """
+    Release: _grpc.UnaryUnaryMultiCallable[_node_pb2.PullRequest, _node_pb2.ReleaseReply]
+    """Handoff: the new owner has the ranges durably; the old owner may drop them."""
 
 @_typing.type_check_only
 class NodeAsyncStub(NodeStub):
@@ -49,6 +55,12 @@ class NodeAsyncStub(NodeStub):
     """The batched data path. Each side writes Envelopes as work becomes ready."""
     Info: _aio.UnaryUnaryMultiCallable[_node_pb2.InfoRequest, _node_pb2.InfoReply]  # type: ignore[assignment]
     """Control: what this node is and holds (status, readiness)."""
+    Pull: _aio.UnaryStreamMultiCallable[_node_pb2.PullRequest, _node_pb2.PullChunk]  # type: ignore[assignment]
+    """Handoff: the new owner of ring ranges pulls their keys from the old owner.
+    Serving a pull fences the old owner for those ranges first.
+    """
+    Release: _aio.UnaryUnaryMultiCallable[_node_pb2.PullRequest, _node_pb2.ReleaseReply]  # type: ignore[assignment]
+    """Handoff: the new owner has the ranges durably; the old owner may drop them."""
 
 class NodeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -66,5 +78,23 @@ class NodeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.InfoReply, _abc.Awaitable[_node_pb2.InfoReply]]:
         """Control: what this node is and holds (status, readiness)."""
+
+    @_abc_1.abstractmethod
+    def Pull(
+        self,
+        request: _node_pb2.PullRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_node_pb2.PullChunk], _abc.AsyncIterator[_node_pb2.PullChunk]]:
+        """Handoff: the new owner of ring ranges pulls their keys from the old owner.
+        Serving a pull fences the old owner for those ranges first.
+        """
+
+    @_abc_1.abstractmethod
+    def Release(
+        self,
+        request: _node_pb2.PullRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ReleaseReply, _abc.Awaitable[_node_pb2.ReleaseReply]]:
+        """Handoff: the new owner has the ranges durably; the old owner may drop them."""
 
 def add_NodeServicer_to_server(servicer: NodeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,104 @@
+"""``abode node`` and ``abode router``: one cluster process each (docker-compose, systemd)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+from cluster.app import load_app
+from cluster.cli._common import start_metrics, write_ready
+from cluster.membership import EtcdSession, MembershipView
+from cluster.placement import RingPlacement
+from node._member import ClusterNode, MemberConfig
+from node._runtime import RuntimeConfig
+from node._server import NodeConfig
+from router import RouterConfig, RouterServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeProcessConfig:
+    app: str
+    etcd: str
+    node_id: str
+    listen: str
+    advertise: str
+    data: str
+    cluster: str
+    weight: int
+    replicas: int
+    lease_ttl: float
+    runtime: RuntimeConfig
+    metrics_port: int | None = None
+    ready_file: str | None = None
+
+
+async def run_node(cfg: NodeProcessConfig, stop: asyncio.Event) -> None:
+    app = load_app(cfg.app)
+    node_id = cfg.node_id or socket.gethostname()
+    session = await EtcdSession.connect(cfg.etcd, cfg.cluster, cfg.lease_ttl)
+    node = ClusterNode(
+        app,
+        NodeConfig(node_id, os.path.join(cfg.data, node_id), cfg.listen, cfg.runtime),
+        MemberConfig(advertise=cfg.advertise, weight=cfg.weight),
+        session,
+    )
+    metrics, metrics_port = await start_metrics(cfg.metrics_port)
+    try:
+        await node.start()
+        write_ready(cfg.ready_file, {"node_id": node_id, "grpc": node.address,
+                                     "metrics_port": metrics_port, "pid": os.getpid()})
+        removed = asyncio.ensure_future(node.wait_removed())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({removed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if removed.done():
+            log.info("node %s was removed and has handed off its data: exiting", node_id)
+        for fut in (removed, stopping):
+            fut.cancel()
+    finally:
+        await node.stop()
+        if metrics is not None:
+            await metrics.cleanup()
+
+
+@dataclass(frozen=True, slots=True)
+class RouterProcessConfig:
+    app: str
+    etcd: str
+    cluster: str
+    router: RouterConfig
+    lease_ttl: float
+    metrics_port: int | None = None
+    ready_file: str | None = None
+
+
+async def run_router(cfg: RouterProcessConfig, stop: asyncio.Event) -> None:
+    app = load_app(cfg.app)
+    session = await EtcdSession.connect(cfg.etcd, cfg.cluster, cfg.lease_ttl)
+    view = await MembershipView.start(session)
+    server = RouterServer(app, RingPlacement(view), cfg.router,
+                          healthy=lambda: {"live_nodes": len(view.live)} if view.live else None)
+    metrics, metrics_port = await start_metrics(cfg.metrics_port)
+    lease = None
+    try:
+        await server.start()
+        # Nodes learn of this router (and of its death) from its key on its own lease.
+        lease = await session.start_lease()
+        await session.register_router(server.router_id, lease, address=server.url)
+        print(f"abode router {server.router_id} serving {cfg.app} at {server.url}", flush=True)
+        write_ready(cfg.ready_file, {"url": server.url, "port": server.port,
+                                     "router_id": server.router_id,
+                                     "metrics_port": metrics_port, "pid": os.getpid()})
+        await stop.wait()
+    finally:
+        await server.stop()
+        if lease is not None:
+            await lease.revoke()
+        await view.stop()
+        await session.close()
+        if metrics is not None:
+            await metrics.cleanup()

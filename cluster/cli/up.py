@@ -1,0 +1,119 @@
+"""``abode up``: a real local cluster — etcd, nodes and routers as processes on loopback.
+
+Each child binds its own port (routers from ``--port`` upward) and writes a ready
+file; ``up`` waits for every one, prints the URLs, and on Ctrl-C stops routers,
+then nodes (SIGTERM: drain and flush), then etcd. A child that dies stops the rest
+and ``up`` exits non-zero, pointing at the child's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.cli.etcd import EtcdProcess, start_etcd
+
+
+@dataclass(frozen=True, slots=True)
+class UpConfig:
+    app: str
+    nodes: int = 3
+    routers: int = 2
+    replicas: int = 1
+    port: int = 8787
+    data: str = ".abode/up"
+    idle_timeout: float = 30.0
+    cluster: str = "abode"
+
+
+class Child:
+    def __init__(self, name: str, args: list[str], base: Path) -> None:
+        self.name = name
+        self.log = base / "logs" / f"{name}.log"
+        self.ready = base / "run" / f"{name}.json"
+        self.ready.unlink(missing_ok=True)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cluster.cli", *args, "--ready-file", str(self.ready)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    async def wait_ready(self, timeout: float = 60.0) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        while not self.ready.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not ready within {timeout:g} s; see {self.log}")
+            await asyncio.sleep(0.05)
+        info: dict[str, object] = json.loads(self.ready.read_text())
+        return info
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+async def run_up(cfg: UpConfig, stop: asyncio.Event) -> int:
+    base = Path(cfg.data).resolve()
+    for sub in ("logs", "run", "nodes"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    print(f"abode up: starting etcd, {cfg.nodes} nodes and {cfg.routers} routers "
+          f"(data and logs in {base})", flush=True)
+    etcd: EtcdProcess = await asyncio.to_thread(start_etcd, base / "etcd")
+    print(f"  etcd      {etcd.url}", flush=True)
+    common = ["--app", cfg.app, "--etcd", etcd.url, "--cluster", cfg.cluster]
+    children: list[Child] = []
+    try:
+        for i in range(1, cfg.nodes + 1):
+            children.append(Child(f"node-{i}", [
+                "node", *common, "--id", f"node-{i}", "--listen", "127.0.0.1:0",
+                "--data", str(base / "nodes"), "--replicas", str(cfg.replicas),
+                "--idle-timeout", str(cfg.idle_timeout), "--metrics-port", "0",
+            ], base))
+        for child in children:
+            info = await child.wait_ready()
+            print(f"  {child.name:<9} grpc {info['grpc']}  metrics "
+                  f"http://127.0.0.1:{info['metrics_port']}/metrics", flush=True)
+        routers = []
+        for i in range(cfg.routers):
+            port = cfg.port + i if cfg.port else 0
+            routers.append(Child(f"router-{i + 1}", [
+                "router", *common, "--port", str(port), "--metrics-port", "0",
+            ], base))
+        children.extend(routers)
+        for child in routers:
+            info = await child.wait_ready()
+            print(f"  {child.name:<9} {info['url']}  metrics "
+                  f"http://127.0.0.1:{info['metrics_port']}/metrics", flush=True)
+        print("abode up: ready. Ctrl-C stops the cluster.", flush=True)
+        while not stop.is_set():
+            for child in children:
+                if child.proc.poll() is not None:
+                    print(f"abode up: {child.name} exited with {child.proc.returncode}; "
+                          f"see {child.log}", file=sys.stderr, flush=True)
+                    return 1
+            try:
+                async with asyncio.timeout(0.5):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+        return 0
+    finally:
+        print("abode up: stopping", flush=True)
+        for child in reversed(children):  # routers first, then nodes
+            await asyncio.to_thread(child.stop)
+        etcd.stop()

@@ -1,0 +1,140 @@
+"""A node as a cluster member: etcd membership, its lease, ring ownership and handoff.
+
+Start: open storage and listen (refusing calls) -> register membership -> take a
+lease and publish liveness -> follow membership -> own by the ring, pull what moved.
+Stop (SIGTERM is a restart, not a departure): stop admitting, finish in-flight
+events, flush, revoke the lease so homes move at once, close storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from cluster.app import App
+from cluster.membership import EtcdSession, Lease, MembershipView
+from cluster.ring import Member
+from node._handoff import Handoff
+from node._ownership import Decision, Ownership, RingOwnership
+from node._server import NodeConfig, NodeServer
+
+log = logging.getLogger(__name__)
+
+
+class _NotReady(Ownership):
+    """Until the node knows the ring it executes nothing."""
+
+    def decide(self, object_id: bytes) -> tuple[Decision, str]:
+        return Decision.REFUSE, "node is starting"
+
+    def owns(self, object_id: bytes) -> bool:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberConfig:
+    advertise: str = ""
+    weight: int = 100
+    fencing_margin: float = 0.5
+
+
+class ClusterNode:
+    def __init__(
+        self, app: App, config: NodeConfig, member: MemberConfig, session: EtcdSession
+    ) -> None:
+        self.config = config
+        self.member = member
+        self.session = session
+        self.server = NodeServer(app, config, _NotReady())
+        self.lease: Lease | None = None
+        self.view: MembershipView | None = None
+        self.ownership: RingOwnership | None = None
+        self.handoff: Handoff | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
+
+    @property
+    def address(self) -> str:
+        return self.member.advertise or self.server.address
+
+    async def start(self) -> None:
+        await self.server.start()
+        runtime = self.server.runtime
+        assert runtime is not None and self.server.dispatcher is not None
+        await self.session.register_member(Member(self.node_id, self.address, self.member.weight))
+        self.lease = await self.session.start_lease()
+        await self.session.set_live(self.node_id, self.address, self.lease)
+        self.view = await MembershipView.start(self.session)
+        self.ownership = RingOwnership(self.node_id, self.view, self._fresh)
+        self.handoff = Handoff(runtime, self.view, self.ownership)
+        runtime.owns = self.ownership.owns
+        runtime.committer.fence = self._commit_fence
+        assert self.server.service is not None
+        self.server.service.handoff = self.handoff
+        self.server.dispatcher.ownership = self.ownership
+        self.view.add_listener(self.handoff.on_view)
+        self.handoff.start()
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise_lease())
+        log.info("node %s ready at %s (membership revision %d)",
+                 self.node_id, self.address, self.view.revision)
+
+    def _fresh(self) -> bool:
+        return self.lease is not None and self.lease.fresh(self.member.fencing_margin)
+
+    def _commit_fence(self, batch: object) -> str | None:
+        assert self.ownership is not None
+        reason = self.ownership.fenced()
+        if reason is None and not self.ownership.owns(batch.object_id):  # type: ignore[attr-defined]
+            reason = "the object moved to another node"
+        return reason
+
+    async def _supervise_lease(self) -> None:
+        """A lease etcd expired (e.g. after a partition) is replaced, and liveness renewed."""
+        while True:
+            assert self.lease is not None
+            await self.lease.wait_expired()
+            if self._stopped:
+                return
+            log.warning("lease lost: node %s is fenced until it rejoins", self.node_id)
+            backoff = 0.2
+            while not self._stopped:
+                try:
+                    self.lease = await self.session.start_lease()
+                    await self.session.set_live(self.node_id, self.address, self.lease)
+                    log.info("node %s live again with a new lease", self.node_id)
+                    break
+                except Exception as exc:
+                    log.warning("cannot renew liveness yet: %r", exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+
+    async def wait_removed(self) -> None:
+        """Return once this node was removed and has handed every range off."""
+        assert self.handoff is not None
+        await self.handoff.released.wait()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        log.info("node %s stopping: draining", self.node_id)
+        runtime = self.server.runtime
+        if runtime is not None:
+            await runtime.drain(timeout=grace)
+        # Homes move as soon as liveness is gone, not a TTL later.
+        if self.lease is not None:
+            await self.lease.revoke()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        if self.handoff is not None:
+            await self.handoff.stop()
+        if self.view is not None:
+            await self.view.stop()
+        await self.server.stop(grace=1.0)
+        await self.session.close()

@@ -1,0 +1,151 @@
+"""Whether this node executes an object now, forwards it, makes it wait, or refuses.
+
+With one node (``abode dev``) every object is local. In a cluster the answer comes
+from the ring at the node's current membership revision: the owner executes if its
+lease is fresh (self-fencing) and the object's range is not still being pulled in
+a handoff; anyone else forwards to a live owner; a dead owner means 503 (with one
+replica there is no other copy to serve from).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import enum
+from collections.abc import Callable, Iterable
+
+from cluster.ids import ring_position
+from cluster.membership import MembershipView
+
+
+class Decision(enum.Enum):
+    LOCAL = "local"
+    FORWARD = "forward"
+    WAIT = "wait"
+    REFUSE = "refuse"
+
+
+class Ownership:
+    """Interface; the single-node answer: everything is local."""
+
+    @property
+    def revision(self) -> int:
+        return 0
+
+    def decide(self, object_id: bytes) -> tuple[Decision, str]:
+        return Decision.LOCAL, ""
+
+    def owns(self, object_id: bytes) -> bool:
+        return True
+
+    def fenced(self) -> str | None:
+        """Why commits must be refused right now, or None."""
+        return None
+
+    async def caught_up(self, revision: int, timeout: float) -> bool:
+        return True
+
+    async def ready(self, object_id: bytes, timeout: float) -> bool:
+        return True
+
+
+class RangeSet:
+    """Disjoint half-open position ranges (end 0 means 2^64), with membership tests."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        self._changed = asyncio.Event()
+
+    def add(self, ranges: Iterable[tuple[int, int]]) -> None:
+        for start, end in ranges:
+            i = bisect.bisect_left(self._starts, start)
+            self._starts.insert(i, start)
+            self._ends.insert(i, end or 1 << 64)
+
+    def remove(self, ranges: Iterable[tuple[int, int]]) -> None:
+        for start, end in ranges:
+            i = bisect.bisect_left(self._starts, start)
+            if i < len(self._starts) and self._starts[i] == start and self._ends[i] == (end or 1 << 64):
+                del self._starts[i]
+                del self._ends[i]
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def contains(self, position: int) -> bool:
+        i = bisect.bisect_right(self._starts, position) - 1
+        return i >= 0 and position < self._ends[i]
+
+    def overlaps(self, start: int, end: int) -> bool:
+        end = end or 1 << 64
+        i = bisect.bisect_left(self._ends, start + 1)
+        return i < len(self._starts) and self._starts[i] < end
+
+    async def wait_changed(self, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
+        except TimeoutError:
+            pass
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+
+class RingOwnership(Ownership):
+    def __init__(
+        self, node_id: str, view: MembershipView, lease_fresh: Callable[[], bool]
+    ) -> None:
+        self.node_id = node_id
+        self.view = view
+        self._lease_fresh = lease_fresh
+        self.pending = RangeSet()  # ranges this node is pulling: requests wait
+
+    @property
+    def revision(self) -> int:
+        return self.view.revision
+
+    def owner_of(self, object_id: bytes) -> str | None:
+        ring = self.view.ring
+        if not ring.members:
+            return None
+        return ring.owner(ring_position(object_id))
+
+    def owns(self, object_id: bytes) -> bool:
+        return self.owner_of(object_id) == self.node_id
+
+    def decide(self, object_id: bytes) -> tuple[Decision, str]:
+        owner = self.owner_of(object_id)
+        if owner is None:
+            return Decision.REFUSE, "the cluster has no members yet"
+        if owner == self.node_id:
+            if not self._lease_fresh():
+                return Decision.REFUSE, f"node {self.node_id} is fenced (its lease is not fresh)"
+            if len(self.pending) and self.pending.contains(ring_position(object_id)):
+                return Decision.WAIT, "object is moving to this node"
+            return Decision.LOCAL, ""
+        if owner not in self.view.live:
+            return Decision.REFUSE, f"the object's home node {owner} is down"
+        return Decision.FORWARD, self.view.address_of(owner)
+
+    def fenced(self) -> str | None:
+        if not self._lease_fresh():
+            return f"node {self.node_id} lost its lease"
+        return None
+
+    async def caught_up(self, revision: int, timeout: float) -> bool:
+        try:
+            await self.view.wait_for(lambda v: v.revision >= revision, timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def ready(self, object_id: bytes, timeout: float) -> bool:
+        position = ring_position(object_id)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.pending.contains(position):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            await self.pending.wait_changed(remaining)
+        return True
