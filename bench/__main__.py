@@ -19,7 +19,7 @@ import uvloop
 # name -> module; each module's ``main(opts)`` returns True when its checks pass.
 SCENARIOS = {
     "http_counter": "bench.http_counter",
-    # "websocket_chat": "bench.websocket_chat",   (to come)
+    "websockets": "bench.websockets",
     # "cluster_counter": "bench.cluster_counter", (to come)
 }
 

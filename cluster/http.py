@@ -111,7 +111,9 @@ class Response:
         # On a 101: the object-side socket at the node, its owner at the router.
         self.websocket: Any = None
 
-    def _make_json(cls, data: Any, *, status: int = 200, headers: HeadersLike = None) -> Response:
+    def _make_json(  # type: ignore[misc]  # bound to the class by _ClassOrInstance
+        cls: type[Response], data: Any, *, status: int = 200, headers: HeadersLike = None
+    ) -> Response:
         resp = cls(_json.dumps(data, separators=(",", ":")), status=status, headers=headers)
         resp.headers["Content-Type"] = "application/json"
         return resp

@@ -19,9 +19,18 @@ _BODY = 28
 _CHECK = ID_BYTES - _BODY
 
 
+def _ns_key(namespace: str) -> bytes:
+    """The namespace as a blake2b key (at most 64 bytes): longer names are hashed,
+    never cut, so two namespaces that share their first 64 bytes stay apart."""
+    data = namespace.encode()
+    if len(data) <= 64:
+        return data
+    return hashlib.blake2b(data, digest_size=64, person=b"abode-ns").digest()
+
+
 def _check(namespace: str, body: bytes) -> bytes:
     return hashlib.blake2b(
-        body, digest_size=_CHECK, person=b"abode-id", key=namespace.encode()[:64]
+        body, digest_size=_CHECK, person=b"abode-id", key=_ns_key(namespace)
     ).digest()
 
 
@@ -55,7 +64,7 @@ def ring_position(raw: bytes) -> int:
 
 def id_from_name(namespace: str, name: str) -> ObjectId:
     body = hashlib.blake2b(
-        name.encode(), digest_size=_BODY, person=b"abode-nm", key=namespace.encode()[:64]
+        name.encode(), digest_size=_BODY, person=b"abode-nm", key=_ns_key(namespace)
     ).digest()
     return ObjectId(namespace, body + _check(namespace, body), name)
 

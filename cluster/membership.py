@@ -24,7 +24,7 @@ import logging
 import math
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,6 +159,7 @@ class EtcdSession:
         self._failover_lock = asyncio.Lock()
         self._closed = False
         self._leases: set[Lease] = set()
+        self.lease_renewals = self.lease_renewal_failures = 0  # metrics, every lease
 
     # -- connection -----------------------------------------------------------------
 
@@ -308,11 +309,28 @@ class EtcdSession:
         return deleted is not None
 
     async def set_live(
-        self, node_id: str, address: str, lease: Lease, *, started_ms: int | None = None
+        self,
+        node_id: str,
+        address: str,
+        lease: Lease,
+        *,
+        started_ms: int | None = None,
+        waiting: Iterable[str] = (),
     ) -> None:
         """Announce `node_id` as live for as long as `lease` lives."""
-        value = _encode({"address": address, "started": started_ms or _now_ms()})
+        value = _encode({
+            "address": address, "started": started_ms or _now_ms(), "waiting": sorted(waiting),
+        })
         await self.client.put(self.live_key(node_id), value, lease=lease.id)
+
+    async def ensure_config(self, name: str, value: Any) -> Any:
+        """The cluster-wide setting `name`: written if absent, else the stored value."""
+        key = f"{self.prefix}config/{name}".encode()
+        current = await self.client.get(key)
+        if current is not None:
+            return json.loads(current.value)
+        await self.client.put(key, json.dumps(value).encode())
+        return value
 
     async def register_router(
         self, router_id: str, lease: Lease, *, address: str | None = None
@@ -428,6 +446,7 @@ class Lease:
                 # Transient until etcd says otherwise: fencing (fresh()) keeps us safe
                 # meanwhile, and the next tick retries.
                 failures += 1
+                self._session.lease_renewal_failures += 1
                 log.warning("lease %x renewal failed (%d in a row): %r", self.id, failures, e)
                 await self._session.failover()
                 continue
@@ -443,6 +462,7 @@ class Lease:
                 log.info("lease %x renewed again after %d failures", self.id, failures)
                 failures = 0
             self.last_renewal = sent
+            self._session.lease_renewals += 1
 
     async def stop_keepalive(self) -> None:
         """Stop renewing without revoking (the lease then lapses, as after a crash)."""
@@ -479,6 +499,9 @@ class LiveNode:
 
     address: str
     started_ms: int
+    # Peers this node has not caught up from since its lease began: it may not be
+    # home for an object whose preference list includes one of them.
+    waiting: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -489,6 +512,7 @@ class MembershipSnapshot:
     members: dict[str, Member] = field(default_factory=dict)
     live: dict[str, LiveNode] = field(default_factory=dict)
     routers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, prefix: str, key: bytes, value: bytes | None) -> str | None:
         """Apply one key's new value (None: deleted). Returns the kind that changed
@@ -508,6 +532,7 @@ class MembershipSnapshot:
             "members": self.members,
             "live": self.live,
             "routers": self.routers,
+            "config": self.config,
         }
         table = tables.get(kind)
         if table is None or not ident or "/" in ident:
@@ -527,7 +552,11 @@ def _parse_value(kind: str, ident: str, value: bytes) -> Member | LiveNode | dic
     if kind == "members":
         return Member(ident, str(body["address"]), int(body.get("weight", WEIGHT_UNIT)))
     if kind == "live":
-        return LiveNode(str(body["address"]), int(body.get("started", 0)))
+        return LiveNode(
+            str(body["address"]), int(body.get("started", 0)), frozenset(body.get("waiting", ()))
+        )
+    if kind == "config":
+        return body  # type: ignore[no-any-return]
     return dict(body)
 
 
@@ -552,6 +581,7 @@ class MembershipView:
         self.live: set[str] = set(snapshot.live)
         self.router_info: dict[str, dict[str, Any]] = snapshot.routers
         self.routers: set[str] = set(snapshot.routers)
+        self.config: dict[str, Any] = snapshot.config
         self.ring = Ring(self.members.values(), revision=self.revision)
         self._listeners: list[Listener] = []
         self._changed = asyncio.Condition()
@@ -587,6 +617,11 @@ class MembershipView:
             self._task = None
 
     # -- queries and notifications ---------------------------------------------------
+
+    @property
+    def replicas(self) -> int:
+        """Copies of each object (cluster-wide, set by the first node)."""
+        return int(self.config.get("replicas", 1))
 
     def address_of(self, node_id: str) -> str:
         """Where to reach `node_id`: its live address if live, else its member address."""
@@ -643,6 +678,7 @@ class MembershipView:
         self.live = set(snapshot.live)
         self.router_info = snapshot.routers
         self.routers = set(snapshot.routers)
+        self.config = snapshot.config
         self.revision = max(self.revision, snapshot.revision)
         if old_members != self.members:
             self._rebuild_ring()
@@ -663,6 +699,7 @@ class MembershipView:
             members=self.members,
             live=self.live_nodes,
             routers=self.router_info,
+            config=self.config,
         )
         changed: set[str] = set()
         for event in response.events:

@@ -22,7 +22,7 @@ from cluster.errors import AbodeError, CallTimeout, Unavailable
 from cluster.invocation import Invocation, Outcome
 from cluster.rpc.v1 import node_pb2 as pb
 from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
-from cluster.sockets import ROUTER_METADATA, Frame
+from cluster.sockets import NODE_METADATA, ROUTER_METADATA, Frame
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,10 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
-    # Server side: accept those keepalives on an idle stream. The default (one per 5 min,
-    # two strikes) answers GOAWAY "too_many_pings" after ~30 s idle, breaking the stream
-    # and every WebSocket on it.
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    # Server side (GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS): accept those
+    # keepalives on an idle stream. The default (one per 5 min, two strikes) answers
+    # GOAWAY "too_many_pings" after ~30 s idle, breaking the stream and its WebSockets.
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
 ]
 
 
@@ -60,13 +60,20 @@ class PeerClient:
         address: str,
         *,
         router_id: str = "",
+        node_id: str = "",
         on_frames: FrameHandler | None = None,
         on_lost: Callable[[str], None] | None = None,
         max_batch: int = 512,
     ) -> None:
         self.address = address
         self._max_batch = max_batch
-        self._metadata = ((ROUTER_METADATA, router_id),) if router_id else None
+        metadata = [(ROUTER_METADATA, router_id)] if router_id else []
+        if node_id:
+            metadata.append((NODE_METADATA, node_id))
+        self._metadata = tuple(metadata) or None
+        # Replication: writes waiting to be sent, and each sent write's ack future.
+        self._replica_out: list[pb.ReplicaWrite] = []
+        self._acks: dict[int, asyncio.Future[str]] = {}
         self._on_frames = on_frames
         self._on_lost = on_lost
         self._frames: list[pb.SocketFrame] = []
@@ -78,8 +85,38 @@ class PeerClient:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._answered = False  # the current stream has carried something back
         self.envelopes_sent = 0
         self.calls_sent = 0
+
+    def connect(self) -> None:
+        """Open the stream now (so the node can send socket frames before any call)."""
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def replicate(self, writes: list[pb.ReplicaWrite], timeout: float) -> list[str]:
+        """Ship writes to this replica; per write, "" once durable there, else why not."""
+        if self._closed:
+            return ["replica connection closed"] * len(writes)
+        loop = asyncio.get_running_loop()
+        futs = []
+        for w in writes:
+            w.seq = next(self._ids)
+            fut: asyncio.Future[str] = loop.create_future()
+            self._acks[w.seq] = fut
+            futs.append(fut)
+        self._replica_out.extend(writes)
+        self.connect()
+        self._wake.set()
+        try:
+            async with asyncio.timeout(timeout):
+                return list(await asyncio.gather(*futs))
+        except TimeoutError:
+            return [f.result() if f.done() else f"no ack from {self.address} within {timeout:g} s"
+                    for f in futs]
+        finally:
+            for w in writes:
+                self._acks.pop(w.seq, None)
 
     async def invoke(self, inv: Invocation) -> Outcome:
         if self._closed:
@@ -112,16 +149,22 @@ class PeerClient:
 
     async def _run(self) -> None:
         backoff = 0.05
+        failures = 0
         while not self._closed:
             stream = self._stub.Exchange(metadata=self._metadata)
             sent: set[int] = set()
+            self._answered = False
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._write(stream, sent))
                     tg.create_task(self._read(stream))
             except* Exception as group:
-                exc = group.exceptions[0]
-                log.info("stream to %s broke: %s", self.address, _describe(exc))
+                if self._answered:
+                    backoff, failures = 0.05, 0
+                # The first break is news; repeats while the peer stays down are not.
+                log.log(logging.INFO if failures == 0 else logging.DEBUG,
+                        "stream to %s broke: %s", self.address, _describe(group.exceptions[0]))
+                failures += 1
             self._fail(sent)
             stream.cancel()
             if self._on_lost is not None:
@@ -135,12 +178,13 @@ class PeerClient:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._outbox or self._frames:
+            while self._outbox or self._frames or self._replica_out:
                 batch = self._outbox[: self._max_batch]
                 del self._outbox[: self._max_batch]
                 frames, self._frames = self._frames, []
+                replicate, self._replica_out = self._replica_out, []
                 sent.update(c.id for c in batch)
-                await stream.write(pb.Envelope(calls=batch, frames=frames))
+                await stream.write(pb.Envelope(calls=batch, frames=frames, replicate=replicate))
                 self.envelopes_sent += 1
                 self.calls_sent += len(batch)
 
@@ -150,10 +194,15 @@ class PeerClient:
             env = await stream.read()
             if env is grpc.aio.EOF:
                 raise ConnectionError("peer closed the stream")
+            self._answered = True
             for result in env.results:
                 fut = pending.get(result.id)
                 if fut is not None and not fut.done():
                     fut.set_result(wire.outcome_from_pb(result))
+            for ack in env.acks:
+                fut = self._acks.get(ack.seq)
+                if fut is not None and not fut.done():
+                    fut.set_result(ack.error)
             if env.frames and self._on_frames is not None:
                 self._on_frames(self.address, [wire.frame_from_pb(f) for f in env.frames])
 
@@ -162,6 +211,10 @@ class PeerClient:
         # a call never sent is safe to retry (Unavailable is a refusal).
         unsent = {c.id for c in self._outbox}
         self._outbox.clear()
+        self._replica_out.clear()
+        for fut in self._acks.values():
+            if not fut.done():
+                fut.set_result(f"connection to replica {self.address} lost")
         for call_id, fut in list(self._pending.items()):
             if fut.done():
                 continue

@@ -27,11 +27,44 @@ class StaticPlacement:
         return self.address, 0
 
 
+def home_of(view: MembershipView, object_id: bytes) -> tuple[str | None, list[str]]:
+    """The object's home node id (None if no copy may serve now) and its preference list.
+
+    The home is the first node of the preference list that is live and has caught up
+    from every other node of the list (it waits on none of them): only such a node
+    is sure to hold every acknowledged write. With one replica that is simply the
+    ring owner, if live.
+    """
+    ring = view.ring
+    if not ring.members:
+        return None, []
+    prefs = ring.preference_list(ring_position(object_id), view.replicas)
+    for node_id in prefs:
+        live = view.live_nodes.get(node_id)
+        if live is None:
+            continue
+        if live.waiting and not live.waiting.isdisjoint(prefs):
+            continue
+        return node_id, prefs
+    return None, prefs
+
+
+def unavailable(prefs: list[str]) -> Unavailable:
+    if not prefs:
+        return Unavailable("the cluster has no nodes yet", retry_after=1.0)
+    if len(prefs) == 1:
+        return Unavailable(f"the object's home node {prefs[0]} is down", retry_after=1.0)
+    return Unavailable(
+        f"no live, caught-up copy of the object right now (nodes {', '.join(prefs)})",
+        retry_after=1.0,
+    )
+
+
 class RingPlacement:
     """The object's home from the consistent-hash ring and liveness in etcd.
 
-    With one replica the home is the ring owner, and a dead owner means the object is
-    unavailable (503, retry later): it is never served from an empty store.
+    A dead home means the object is unavailable (503, retry later) until a node that
+    holds every acknowledged write can serve it: never from an empty store.
     """
 
     def __init__(self, view: MembershipView) -> None:
@@ -39,10 +72,7 @@ class RingPlacement:
 
     def home(self, object_id: bytes) -> tuple[str, int]:
         view = self.view
-        ring = view.ring
-        if not ring.members:
-            raise Unavailable("the cluster has no nodes yet", retry_after=1.0)
-        owner = ring.owner(ring_position(object_id))
-        if owner not in view.live:
-            raise Unavailable(f"the object's home node {owner} is down", retry_after=1.0)
-        return view.address_of(owner), view.revision
+        home, prefs = home_of(view, object_id)
+        if home is None:
+            raise unavailable(prefs)
+        return view.address_of(home), view.revision

@@ -230,6 +230,33 @@ class Ring:
         """
         return [(s, e) for s, e, node in self.segments() if node == node_id]
 
+    def arcs(self) -> list[Range]:
+        """The keyspace cut at every virtual node: within an arc every position has
+        the same preference list."""
+        positions = self._positions
+        if not positions:
+            return []
+        arcs = [(0, positions[0] + 1)]
+        arcs += [(positions[i - 1] + 1, positions[i] + 1) for i in range(1, len(positions))]
+        if positions[-1] + 1 < KEYSPACE:
+            arcs.append((positions[-1] + 1, KEYSPACE))
+        return arcs
+
+    def replica_ranges(self, node_id: str, n: int) -> list[Range]:
+        """Half-open intervals where `node_id` is in the preference list of `n` nodes.
+
+        These are the positions whose objects the node keeps a copy of (as home or
+        replica); adjacent intervals are merged.
+        """
+        result: list[Range] = []
+        for start, end in self.arcs():
+            if node_id in self.preference_list(start, n):
+                if result and result[-1][1] == start:
+                    result[-1] = (result[-1][0], end)
+                else:
+                    result.append((start, end))
+        return result
+
     @staticmethod
     def moved_ranges(old: Ring, new: Ring) -> list[MovedRange]:
         """See the module-level `moved_ranges`."""

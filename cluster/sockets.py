@@ -22,6 +22,8 @@ SERVICE_RESTART = 1012  # the node is restarting
 
 # gRPC metadata naming the router that opened a stream (its sockets' frames go there).
 ROUTER_METADATA = "abode-router"
+# gRPC metadata naming the node that opened a stream (the sender of replica writes).
+NODE_METADATA = "abode-node"
 
 
 @dataclass(slots=True)

@@ -12,8 +12,9 @@ write.
 
 When the stock is gone, ``buy`` answers 409 ``{"sold_out": true}``. An event that was
 never set up has ``DEFAULT_STOCK`` tickets; ``setup`` works once, before the first sale.
-Other objects and edge functions ask over RPC:
-``await env.Tickets.get_by_name("gig").remaining()``.
+Other objects and edge functions use the RPC methods:
+``await env.Tickets.get_by_name("gig").buy("ada")`` (the ticket number, or None when
+sold out) and ``.remaining()``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,24 @@ class Tickets(DurableObject):
         )
 
     # -- RPC methods: any public async method is callable through a stub ---------------
+    async def buy(self, buyer: str = "") -> int | None:
+        """Sell the next ticket to ``buyer``; its number, or None when sold out."""
+        stock = await self._stock()
+        sold = await self.ctx.storage.get("sold", 0)
+        if sold >= stock:
+            return None
+        # Nothing else runs in this object between the read above and these writes,
+        # so two buyers can never both get ticket number `sold + 1`.
+        ticket = sold + 1
+        await self.ctx.storage.put({
+            "sold": ticket,
+            # Fix the stock at the first sale: a later /setup cannot change it.
+            "stock": stock,
+            # Zero-padded so storage.list(prefix="ticket:") returns tickets in order.
+            f"ticket:{ticket:08d}": str(buyer),
+        })
+        return ticket
+
     async def remaining(self) -> int:
         return await self._stock() - await self.ctx.storage.get("sold", 0)
 
@@ -54,20 +73,9 @@ class Tickets(DurableObject):
         body = await _json_body(request)
         if body is None:
             return Response.json({"error": "body must be a JSON object"}, status=400)
-        stock = await self._stock()
-        sold = await self.ctx.storage.get("sold", 0)
-        if sold >= stock:
+        ticket = await self.buy(str(body.get("buyer", "")))
+        if ticket is None:
             return Response.json({"sold_out": True}, status=409)
-        # Nothing else runs in this object between the read above and these writes,
-        # so two buyers can never both get ticket number `sold + 1`.
-        ticket = sold + 1
-        await self.ctx.storage.put({
-            "sold": ticket,
-            # Fix the stock at the first sale: a later /setup cannot change it.
-            "stock": stock,
-            # Zero-padded so storage.list(prefix="ticket:") returns tickets in order.
-            f"ticket:{ticket:08d}": str(body.get("buyer", "")),
-        })
         return Response.json({"ticket": ticket})
 
     async def _setup(self, request: Request) -> Response:

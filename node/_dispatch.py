@@ -29,13 +29,14 @@ HANDOFF_WAIT_SECONDS = 10.0
 class PeerPool:
     """One stream per peer node, opened on first use."""
 
-    def __init__(self) -> None:
+    def __init__(self, node_id: str = "") -> None:
+        self._node_id = node_id  # names this node to peers (the sender of replica writes)
         self._peers: dict[str, PeerClient] = {}
 
     def get(self, address: str) -> PeerClient:
         peer = self._peers.get(address)
         if peer is None:
-            peer = self._peers[address] = PeerClient(address)
+            peer = self._peers[address] = PeerClient(address, node_id=self._node_id)
         return peer
 
     async def close(self) -> None:

@@ -62,6 +62,7 @@ class Handoff:
         self.ranges_pulled = 0
         self.keys_pulled = 0
         self.keys_served = 0
+        self.ranges_served = 0
 
     # -- puller ---------------------------------------------------------------------
     def start(self) -> None:
@@ -180,18 +181,26 @@ class Handoff:
         # The fence: after catching up, this node forwards new calls for the ranges.
         if not await self.ownership.caught_up(request.revision, 10.0):
             raise RuntimeError(f"cannot reach membership revision {request.revision}")
-        await self._wait_own_pulls(ranges)
-        await self._quiesce(ranges)
+        if request.sync:
+            # A replica catching up. This node now sees it live, so every group commit
+            # from here on replicates to it; the barrier lets a group that started
+            # before reach the disk, so the scan below holds it.
+            await self.runtime.committer.run_exclusive(lambda: None)
+        else:
+            await self._wait_own_pulls(ranges)
+            await self._quiesce(ranges)
         batch: list[pb.KeyValue] = []
         for start, end in ranges:
             for key, value in self.store.scan_positions(start, end):
-                batch.append(pb.KeyValue(key=key, value=value))
-                if len(batch) >= CHUNK_KEYS:
+                # Chunks end only between objects: the receiver takes each object whole.
+                if len(batch) >= CHUNK_KEYS and batch[-1].key[:32] != key[:32]:
                     self.keys_served += len(batch)
                     yield pb.PullChunk(items=batch)
                     batch = []
                     await asyncio.sleep(0)  # let the node keep serving meanwhile
+                batch.append(pb.KeyValue(key=key, value=value))
         self.keys_served += len(batch)
+        self.ranges_served += len(ranges)
         yield pb.PullChunk(items=batch)
 
     async def release(self, request: pb.PullRequest) -> int:

@@ -16,11 +16,18 @@ import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cluster import codec
-from cluster.errors import AbodeError, CallTimeout, CommitFailed, Overloaded, UnknownMethod
+from cluster.errors import (
+    AbodeError,
+    CallTimeout,
+    CommitFailed,
+    Overloaded,
+    RemoteError,
+    UnknownMethod,
+)
 from cluster.http import Request, Response
 from cluster.ids import ObjectId
 from cluster.invocation import current_chain
@@ -56,6 +63,8 @@ class Event:
     # Outputs held at the gate with the reply: socket frames, sockets accepted.
     frames: list[tuple[str, Frame]] | None = None  # (router, frame)
     accepted: list[SocketInfo] | None = None
+    undo: list[Callable[[], None]] | None = None  # in-memory socket changes, undone on raise
+    queued: float = field(default_factory=time.monotonic)  # arrival (metrics: wait time)
 
 
 class ObjectHost:
@@ -107,6 +116,14 @@ class ObjectHost:
         task = asyncio.ensure_future(fn())
         self._blockers.append(task)
         return task
+
+    def on_failure(self, undo: Callable[[], None]) -> None:
+        """Undo an in-memory effect (socket close, attachment) if the running event raises."""
+        ev = self.running
+        if ev is not None:
+            if ev.undo is None:
+                ev.undo = []
+            ev.undo.append(undo)
 
     def emit_frame(self, router: str, frame: Frame) -> None:
         """A frame the object sends leaves with its event's outputs."""
@@ -169,6 +186,9 @@ class ObjectHost:
         if self.after is not None and not self.after.done():
             await asyncio.wait([self.after])
         t0 = time.perf_counter()
+        # Sockets stored with the object whose routers still reach this node are its
+        # own again (after a failover the registry of the old home is gone).
+        self.runtime.sockets.restore(self.id.raw, self.id.namespace)
         self.storage.begin()
         try:
             self.instance = self.cls(self.ctx, self.runtime.env)
@@ -197,6 +217,7 @@ class ObjectHost:
             self.nested -= 1
 
     async def _run(self, ev: Event) -> None:
+        self.runtime.observer.event_started(self, ev)
         storage = self.storage
         storage.begin()
         outer, self.running = self.running, ev
@@ -232,6 +253,7 @@ class ObjectHost:
             self.last_used = time.monotonic()
             if ev.kind == "task":
                 self.tasks -= 1
+        self.runtime.observer.event_finished(self, ev, outcome)
         self._gate(ev, outcome)
 
     async def _dispatch(self, ev: Event) -> Any:
@@ -267,6 +289,8 @@ class ObjectHost:
         # An event that raised has no outputs: its frames are dropped and the sockets
         # it accepted never existed (its 101 is replaced by the error).
         ev.frames = None
+        for undo in reversed(ev.undo or ()):
+            undo()
         if ev.accepted:
             self.runtime.sockets.discard_accepted(ev.accepted)
 
@@ -332,6 +356,10 @@ def _after_commit(fut: asyncio.Future[None] | None, outcome: Any) -> Any:
 
 def _reply(ev: Event, outcome: Any) -> None:
     if ev.reply is not None:
+        if isinstance(outcome, Exception) and not isinstance(outcome, AbodeError):
+            # A handler's own exception reaches every caller (local or across the wire)
+            # as a RemoteError carrying its type and message.
+            outcome = RemoteError(str(outcome), type(outcome).__name__)
         ev.reply(outcome)
     elif isinstance(outcome, BaseException) and ev.kind == "task":
         log.warning("wait_until task failed: %s: %s", type(outcome).__name__, outcome)

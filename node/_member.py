@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from cluster.app import App
@@ -17,6 +18,7 @@ from cluster.membership import EtcdSession, Lease, MembershipView
 from cluster.ring import Member
 from node._handoff import Handoff
 from node._ownership import Decision, Ownership, RingOwnership
+from node._replication import Catchup, ReplicaSink, Replicator
 from node._server import NodeConfig, NodeServer
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ class MemberConfig:
     advertise: str = ""
     weight: int = 100
     fencing_margin: float = 0.5
+    # Copies of each object; the first node to start sets it for the cluster.
+    replicas: int = 1
 
 
 class ClusterNode:
@@ -51,6 +55,9 @@ class ClusterNode:
         self.view: MembershipView | None = None
         self.ownership: RingOwnership | None = None
         self.handoff: Handoff | None = None
+        self.catchup: Catchup | None = None
+        self.replicator: Replicator | None = None
+        self._started_ms = int(time.time() * 1000)
         self._supervisor: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -67,21 +74,48 @@ class ClusterNode:
         runtime = self.server.runtime
         assert runtime is not None and self.server.dispatcher is not None
         await self.session.register_member(Member(self.node_id, self.address, self.member.weight))
-        self.lease = await self.session.start_lease()
-        await self.session.set_live(self.node_id, self.address, self.lease)
-        self.view = await MembershipView.start(self.session)
-        self.ownership = RingOwnership(self.node_id, self.view, self._fresh)
-        self.handoff = Handoff(runtime, self.view, self.ownership)
+        replicas = await self.session.ensure_config("replicas", self.member.replicas)
+        if replicas != self.member.replicas:
+            log.warning("cluster keeps %s copies of each object (set when it was created); "
+                        "--replicas %d is ignored", replicas, self.member.replicas)
+        self.view = view = await MembershipView.start(self.session)
+        self.ownership = RingOwnership(self.node_id, view, self._fresh)
+        self.handoff = Handoff(runtime, view, self.ownership)
+        self.replicator = Replicator(self.node_id, view, self.server.peers)
+        self.catchup = Catchup(self.node_id, view, runtime, self._publish_live)
         runtime.owns = self.ownership.owns
         runtime.committer.fence = self._commit_fence
+        runtime.committer.replicate = self.replicator.replicate
         assert self.server.service is not None
         self.server.service.handoff = self.handoff
+        self.server.service.replicas = ReplicaSink(self.node_id, view, runtime, self.server.peers)
         self.server.dispatcher.ownership = self.ownership
-        self.view.add_listener(self.handoff.on_view)
+        await self._go_live()
+        view.add_listener(self.handoff.on_view)
+        view.add_listener(self.catchup.on_view)
+        view.add_listener(lambda _: runtime.alarms.load())
         self.handoff.start()
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise_lease())
         log.info("node %s ready at %s (membership revision %d)",
                  self.node_id, self.address, self.view.revision)
+
+    async def _go_live(self) -> None:
+        """Take a lease and publish liveness, waiting on every peer until caught up."""
+        assert self.catchup is not None
+        waiting = self.catchup.initial_waiting()
+        self.lease = await self.session.start_lease()
+        await self.session.set_live(self.node_id, self.address, self.lease,
+                                    started_ms=self._started_ms, waiting=waiting)
+        self.catchup.begin(waiting)
+
+    async def _publish_live(self, waiting: frozenset[str]) -> None:
+        if self.lease is None or self.lease.expired or self._stopped:
+            return
+        try:
+            await self.session.set_live(self.node_id, self.address, self.lease,
+                                        started_ms=self._started_ms, waiting=waiting)
+        except Exception as exc:
+            log.warning("cannot publish catch-up progress: %r", exc)
 
     def _fresh(self) -> bool:
         return self.lease is not None and self.lease.fresh(self.member.fencing_margin)
@@ -104,8 +138,8 @@ class ClusterNode:
             backoff = 0.2
             while not self._stopped:
                 try:
-                    self.lease = await self.session.start_lease()
-                    await self.session.set_live(self.node_id, self.address, self.lease)
+                    # It may have missed writes while it was not live: catch up again.
+                    await self._go_live()
                     log.info("node %s live again with a new lease", self.node_id)
                     break
                 except Exception as exc:
@@ -134,6 +168,8 @@ class ClusterNode:
             await asyncio.gather(self._supervisor, return_exceptions=True)
         if self.handoff is not None:
             await self.handoff.stop()
+        if self.catchup is not None:
+            await self.catchup.stop()
         if self.view is not None:
             await self.view.stop()
         await self.server.stop(grace=1.0)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 
 from cluster.ids import ring_position
 from cluster.membership import MembershipView
+from cluster.placement import home_of, unavailable
 
 
 class Decision(enum.Enum):
@@ -106,26 +107,21 @@ class RingOwnership(Ownership):
         return self.view.revision
 
     def owner_of(self, object_id: bytes) -> str | None:
-        ring = self.view.ring
-        if not ring.members:
-            return None
-        return ring.owner(ring_position(object_id))
+        return home_of(self.view, object_id)[0]
 
     def owns(self, object_id: bytes) -> bool:
         return self.owner_of(object_id) == self.node_id
 
     def decide(self, object_id: bytes) -> tuple[Decision, str]:
-        owner = self.owner_of(object_id)
+        owner, prefs = home_of(self.view, object_id)
         if owner is None:
-            return Decision.REFUSE, "the cluster has no members yet"
+            return Decision.REFUSE, unavailable(prefs).message
         if owner == self.node_id:
             if not self._lease_fresh():
                 return Decision.REFUSE, f"node {self.node_id} is fenced (its lease is not fresh)"
             if len(self.pending) and self.pending.contains(ring_position(object_id)):
                 return Decision.WAIT, "object is moving to this node"
             return Decision.LOCAL, ""
-        if owner not in self.view.live:
-            return Decision.REFUSE, f"the object's home node {owner} is down"
         return Decision.FORWARD, self.view.address_of(owner)
 
     def fenced(self) -> str | None:

@@ -23,6 +23,7 @@ from cluster.errors import Unavailable, UnknownNamespace
 from cluster.invocation import Invocation
 from node._alarms import AlarmScheduler
 from node._host import Event, ObjectHost, Reply
+from node._metrics import Observer
 from node._object import AlarmInfo
 from node._sockets import SocketInfo, SocketRegistry
 from node._store import GroupCommitter, Store
@@ -56,6 +57,7 @@ class Runtime:
         self.activations = 0
         self.evictions = 0
         self.activation_seconds = 0.0
+        self.observer = Observer()  # metrics hooks (node._metrics); no-ops by default
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -130,6 +132,7 @@ class Runtime:
         """Drop a broken instance; events that never ran go to a fresh one."""
         if self.hosts.get(host.id.raw) is host:
             del self.hosts[host.id.raw]
+            self.observer.released(host, evicted=False)
         pending, host.queue = list(host.queue), type(host.queue)()
         log.warning("object %s:%s reset", host.id.namespace, host.id.hex[:16])
         last = host.storage.last_commit
@@ -141,6 +144,7 @@ class Runtime:
     def activated(self, host: ObjectHost, seconds: float) -> None:
         self.activations += 1
         self.activation_seconds += seconds
+        self.observer.activated(host, seconds)
 
     def socket_event(
         self, info: SocketInfo, kind: str, *, data: Any = None, code: int = 0, reason: str = "",
@@ -201,6 +205,7 @@ class Runtime:
         host = self.hosts.pop(key, None)
         if host is not None:
             self.evictions += 1
+            self.observer.released(host, evicted=True)
             host.instance = None
 
     @property

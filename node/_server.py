@@ -55,7 +55,7 @@ class NodeServer:
         self.runtime: Runtime | None = None
         self.dispatcher: Dispatcher | None = None
         self.service: NodeService | None = None
-        self.peers = PeerPool()
+        self.peers = PeerPool(config.node_id)
         self._server: grpc.aio.Server | None = None
         self.port = 0
         self._stopped = False

@@ -11,12 +11,13 @@ import grpc
 from cluster import wire
 from cluster.rpc.v1 import node_pb2 as pb
 from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
-from cluster.sockets import ROUTER_METADATA, Frame
+from cluster.sockets import NODE_METADATA, ROUTER_METADATA, Frame
 from node._dispatch import Dispatcher
 from node._runtime import Runtime
 
 if TYPE_CHECKING:
     from node._handoff import Handoff
+    from node._replication import ReplicaSink
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +30,39 @@ class NodeService(pb_grpc.NodeServicer):
         self._dispatcher = dispatcher
         self._node_id = node_id
         self._max_batch = max_batch
-        self.handoff: Handoff | None = None  # set once the node is a cluster member
+        # Set once the node is a cluster member.
+        self.handoff: Handoff | None = None
+        self.replicas: ReplicaSink | None = None
+        self.metrics_url = ""  # set by the process that serves this node's /metrics
 
-    async def Exchange(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+    async def Exchange(  # type: ignore[override]  # noqa: N802
+        self, request_iterator: Any, context: grpc.aio.ServicerContext
+    ) -> None:
         # No task per call: each call's reply callback appends to this stream's
         # outbox, and one writer sends whatever is ready as one Envelope.
         outbox: list[pb.Result] = []
         frames: list[pb.SocketFrame] = []
+        acks: list[pb.ReplicaAck] = []
+        # Replica writes from one sender apply in order, one envelope after another.
+        replica_in: asyncio.Queue[list[pb.ReplicaWrite]] = asyncio.Queue()
+        replica_task: asyncio.Task[None] | None = None
         wake = asyncio.Event()
         submit = self._dispatcher.submit
         sockets = self._runtime.sockets
         metadata = dict(context.invocation_metadata() or ())
         router = str(metadata.get(ROUTER_METADATA, ""))
+        sender = str(metadata.get(NODE_METADATA, ""))
+
+        async def apply_replicas() -> None:
+            while True:
+                writes = await replica_in.get()
+                if self.replicas is None:
+                    result = [pb.ReplicaAck(seq=w.seq, error="not a cluster member yet")
+                              for w in writes]
+                else:
+                    result = await self.replicas.apply(sender, writes)
+                acks.extend(result)
+                wake.set()
 
         def push(frame: Frame) -> None:
             frames.append(wire.frame_to_pb(frame))
@@ -65,24 +87,37 @@ class NodeService(pb_grpc.NodeServicer):
                     submit(wire.call_from_pb(call), replier(call.id))
                 for frame in env.frames:
                     sockets.on_frame(router, wire.frame_from_pb(frame))
+                if env.replicate:
+                    nonlocal replica_task
+                    if replica_task is None:
+                        replica_task = asyncio.get_running_loop().create_task(apply_replicas())
+                    replica_in.put_nowait(list(env.replicate))
 
         reader = asyncio.get_running_loop().create_task(read())
         try:
-            while not reader.done() or outbox or frames:
+            while not reader.done() or outbox or frames or acks:
                 waiter = asyncio.ensure_future(wake.wait())
-                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
+                try:
+                    await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
                 wake.clear()
-                while outbox or frames:
+                while outbox or frames or acks:
                     # Results first: a 101 must reach the router before the socket's frames.
                     batch = outbox[: self._max_batch]
                     del outbox[: self._max_batch]
                     out_frames = frames[:]
                     frames.clear()
-                    await context.write(pb.Envelope(results=batch, frames=out_frames))
+                    out_acks = acks[:]
+                    acks.clear()
+                    await context.write(
+                        pb.Envelope(results=batch, frames=out_frames, acks=out_acks)
+                    )
             reader.result()
         finally:
             reader.cancel()
+            if replica_task is not None:
+                replica_task.cancel()
             if router:
                 sockets.detach_stream(router, push)
 
@@ -95,6 +130,7 @@ class NodeService(pb_grpc.NodeServicer):
             pending_alarms=self._runtime.alarms.pending,
             pending_ranges=len(self.handoff.ownership.pending) if self.handoff else 0,
             namespaces=self._runtime.app.namespaces,
+            metrics_url=self.metrics_url,
         )
 
     async def Pull(self, request: pb.PullRequest, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
@@ -111,3 +147,11 @@ class NodeService(pb_grpc.NodeServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not a cluster member yet")
         assert self.handoff is not None
         return pb.ReleaseReply(keys_dropped=await self.handoff.release(request))
+
+    async def FetchObject(  # noqa: N802
+        self, request: pb.FetchObjectRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PullChunk:
+        items = await self._runtime.committer.run_exclusive(
+            self._runtime.store.scan_object, request.object_id
+        )
+        return pb.PullChunk(items=[pb.KeyValue(key=k, value=v) for k, v in items])

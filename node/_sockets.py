@@ -24,6 +24,7 @@ from cluster.sockets import (
     FrameKind,
     router_of,
 )
+from node._store import SOCKET
 
 if TYPE_CHECKING:
     from node._host import ObjectHost
@@ -125,14 +126,16 @@ class SocketRegistry:
         host = self._runtime.hosts.get(info.object_id)
         if host is not None:
             host.storage.put_socket_meta(info.socket_id, None)
+            host.on_failure(lambda: self._restore(info))  # its close frame is dropped too
         self.emit(info, Frame(info.socket_id, info.namespace, info.object_id,
                               FrameKind.CLOSE, None, code, reason))
 
     def set_attachment(self, info: SocketInfo, data: bytes) -> None:
-        info.attachment = data
+        old, info.attachment = info.attachment, data
         host = self._runtime.hosts.get(info.object_id)
         if host is not None and not info.closed:
             host.storage.put_socket_meta(info.socket_id, info.meta())
+            host.on_failure(lambda: setattr(info, "attachment", old))
 
     def discard_accepted(self, infos: list[SocketInfo]) -> None:
         """The accepting event failed: its sockets never existed."""
@@ -145,8 +148,35 @@ class SocketRegistry:
             push(frame)
 
     # -- router side ----------------------------------------------------------------
+    def restore(self, object_id: bytes, namespace: str) -> int:
+        """Take up the sockets stored with an object (after a failover or handoff).
+
+        Only sockets whose router holds a stream to this node are alive; the others
+        ended with their router.
+        """
+        restored = 0
+        mine = self._by_object.get(object_id, {})
+        prefix = object_id + SOCKET
+        for key, raw in self._runtime.store.scan(prefix, prefix + b"\xff"):
+            socket_id = key[len(prefix):].decode()
+            if socket_id in mine:
+                continue
+            meta = codec.unpack(raw)
+            router = str(meta.get("r", ""))
+            if router not in self._streams:
+                continue
+            info = SocketInfo(socket_id, namespace, object_id, router,
+                              tuple(meta.get("t") or ()), meta.get("a"))
+            self.sockets[socket_id] = info
+            self._by_object.setdefault(object_id, {})[socket_id] = info
+            restored += 1
+        return restored
+
     def on_frame(self, router: str, frame: Frame) -> None:
         info = self.sockets.get(frame.socket_id)
+        if info is None and frame.namespace and self._runtime.owns(frame.object_id):
+            self.restore(frame.object_id, frame.namespace)
+            info = self.sockets.get(frame.socket_id)
         if info is None:
             if frame.kind != FrameKind.CLOSE:
                 self.push(router, Frame(frame.socket_id, frame.namespace, frame.object_id,
@@ -186,6 +216,12 @@ class SocketRegistry:
         # Gone from get_websockets() from its close event on.
         self._forget(info)
         self._runtime.socket_event(info, "ws_close", code=code, reason=reason, was_clean=clean)
+
+    def _restore(self, info: SocketInfo) -> None:
+        """Undo ``_forget`` (the event that closed the socket raised)."""
+        info.closed = False
+        self.sockets[info.socket_id] = info
+        self._by_object.setdefault(info.object_id, {})[info.socket_id] = info
 
     def _forget(self, info: SocketInfo) -> None:
         info.closed = True

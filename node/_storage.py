@@ -22,6 +22,7 @@ from node._store import (
     ALARM,
     DATA,
     SOCKET,
+    VERSION,
     Batch,
     Store,
     alarm_index_key,
@@ -77,6 +78,8 @@ class StorageReader:
         self._cache: Layer = {}
         self._layers: list[Layer] = []
         self.last_commit: asyncio.Future[None] | None = None
+        # The object's version as of its latest batch (loaded on the first write).
+        self._version: int | None = None
 
     # -- lookups --------------------------------------------------------------------
     def _lookup(self, key: Any) -> Any:
@@ -299,7 +302,11 @@ class Storage(StorageReader):
             return None
         if not layer:
             return None
-        batch = Batch(self._id)
+        if self._version is None:
+            self._version = self._store.object_version(self._id)
+        self._version += 1
+        batch = Batch(self._id, self._version, self._namespace)
+        batch.puts.append((self._id + VERSION, self._version.to_bytes(8, "big")))
         for k, v in layer.items():
             if k is _ALARM_KEY:
                 self._alarm_ops(batch, v)

@@ -5,6 +5,8 @@ Layout (raw bytes; ids begin with their ring position, so a ring range is one sc
                  {object id 32B}a                -> msgpack [alarm time (epoch ms), namespace]
                  {object id 32B}n                -> namespace (utf-8)
                  {object id 32B}w{socket id}     -> msgpack socket metadata
+                 {object id 32B}v                -> object version, 8B BE (one per commit;
+                                                    replicas use it to order and repair)
     alarms CF    {when ms 8B BE}{object id 32B}  -> namespace (node-wide alarm index)
     meta CF      name                            -> node-level records (e.g. the last ring
                                                     whose handoffs completed)
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -34,6 +36,8 @@ DATA = b"d"
 ALARM = b"a"
 NAMESPACE = b"n"
 SOCKET = b"w"
+VERSION = b"v"
+ID_BYTES = 32
 _ALARMS_CF = "alarms"
 _META_CF = "meta"
 
@@ -61,6 +65,10 @@ def position_key(position: int) -> bytes:
     return position.to_bytes(8, "big")
 
 
+class ReplicationFailed(RuntimeError):
+    """A replica did not take the batch: its outputs must not be released."""
+
+
 class CommitFenced(RuntimeError):
     """The commit was refused: this node may no longer own the object."""
 
@@ -74,6 +82,8 @@ class Batch:
     """Writes of one event (or activation) of one object: applied atomically."""
 
     object_id: bytes = b""
+    version: int = 0
+    namespace: str = ""
     puts: list[tuple[bytes, bytes]] = field(default_factory=list)
     deletes: list[bytes] = field(default_factory=list)
     index_puts: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -153,15 +163,57 @@ class Store:
             it.next()
 
     # -- writes (on the commit thread) ----------------------------------------------
-    def ingest(self, items: list[tuple[bytes, bytes]]) -> None:
-        """Write keys received in a handoff, rebuilding alarm index entries."""
-        wb = WriteBatch(raw_mode=True)
+    def object_version(self, object_id: bytes) -> int:
+        raw = self._db.get(object_id + VERSION)
+        return 0 if raw is None else int.from_bytes(raw, "big")
+
+    def scan_object(self, object_id: bytes) -> list[tuple[bytes, bytes]]:
+        return list(self.scan(object_id, object_id + b"\xff"))
+
+    def ingest(self, items: list[tuple[bytes, bytes]]) -> list[bytes]:
+        """Take objects received whole (handoff, replica catch-up): each replaces the
+        local copy only if its version is newer. Returns the ids replaced."""
+        by_object: dict[bytes, list[tuple[bytes, bytes]]] = {}
         for k, v in items:
-            wb.put(k, v)
-            if len(k) == 33 and k[32:] == ALARM:
-                when, ns = msgpack.unpackb(v)
-                wb.put(alarm_index_key(int(when), k[:32]), ns.encode(), self._alarms_handle)
+            by_object.setdefault(k[:ID_BYTES], []).append((k, v))
+        wb = WriteBatch(raw_mode=True)
+        replaced = []
+        for oid, keys in by_object.items():
+            incoming = next(
+                (int.from_bytes(v, "big") for k, v in keys if k[ID_BYTES:] == VERSION), 0
+            )
+            if incoming <= self.object_version(oid) and incoming:
+                continue
+            self._replace(wb, oid, keys)
+            replaced.append(oid)
         self._db.write(wb, self._write_opts)
+        return replaced
+
+    def replace_object(self, object_id: bytes, keys: list[tuple[bytes, bytes]]) -> None:
+        wb = WriteBatch(raw_mode=True)
+        self._replace(wb, object_id, keys)
+        self._db.write(wb, self._write_opts)
+
+    def _replace(self, wb: WriteBatch, oid: bytes, keys: list[tuple[bytes, bytes]]) -> None:
+        for k, v in self.scan_object(oid):
+            wb.delete(k)
+            if k[ID_BYTES:] == ALARM:
+                wb.delete(alarm_index_key(alarm_record_time(v), oid), self._alarms_handle)
+        for k, v in keys:
+            wb.put(k, v)
+            if k[ID_BYTES:] == ALARM:
+                when, ns = msgpack.unpackb(v)
+                wb.put(alarm_index_key(int(when), oid), ns.encode(), self._alarms_handle)
+
+    def apply_replica(self, batch: Batch) -> bool:
+        """Apply a home's batch on a replica; False if versions show a gap (repair first)."""
+        local = self.object_version(batch.object_id)
+        if local >= batch.version:
+            return True  # already applied (a resend)
+        if local != batch.version - 1:
+            return False
+        self.write([batch])
+        return True
 
     def drop_positions(self, ranges: list[tuple[int, int]]) -> int:
         """Delete every key (and alarm index entry) of objects in the ranges."""
@@ -225,6 +277,8 @@ class GroupCommitter:
         # Fencing in the commit path: a batch of an object this node may no longer
         # own (lost lease, range handed off) is refused, never made durable.
         self.fence = fence
+        # Replication: ships a group to replicas; returns {batch index: why it failed}.
+        self.replicate: Callable[[list[Batch]], Awaitable[dict[int, str]]] | None = None
         self._queue: list[tuple[Batch, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="abode-commit")
@@ -234,6 +288,7 @@ class GroupCommitter:
         self.batches = 0
         self.fenced = 0
         self.last_latency = 0.0
+        self.on_commit: Callable[[int, float], None] | None = None  # metrics: (batches, s)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit")
@@ -266,20 +321,34 @@ class GroupCommitter:
                 if not group:
                     continue
             t0 = time.perf_counter()
+            batches = [b for b, _ in group]
+            # The replicas write while the local disk syncs; outputs wait for both.
+            remote = (
+                asyncio.ensure_future(self.replicate(batches)) if self.replicate else None
+            )
             try:
-                await loop.run_in_executor(self._thread, self._store.write, [b for b, _ in group])
+                await loop.run_in_executor(self._thread, self._store.write, batches)
             except Exception as exc:
                 log.error("commit of %d batches failed: %s", len(group), exc)
+                if remote is not None:
+                    await remote
                 for _, fut in group:
                     if not fut.done():
                         fut.set_exception(exc)
             else:
-                for _, fut in group:
-                    if not fut.done():
+                failed = await remote if remote is not None else {}
+                for i, (_, fut) in enumerate(group):
+                    if fut.done():
+                        continue
+                    if i in failed:
+                        fut.set_exception(ReplicationFailed(failed[i]))
+                    else:
                         fut.set_result(None)
             self.last_latency = time.perf_counter() - t0
             self.commits += 1
             self.batches += len(group)
+            if self.on_commit is not None:
+                self.on_commit(len(group), self.last_latency)
             if self._closing and not self._queue:
                 return
 

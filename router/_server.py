@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,6 +16,9 @@ from cluster.placement import Placement
 from router._ingress import make_app
 from router._transport import RouterTransport
 from router._websockets import SocketHub
+
+if TYPE_CHECKING:
+    from router._metrics import RouterMetrics
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,9 @@ class RouterServer:
         config: RouterConfig,
         router_id: str = "",
         healthy: Callable[[], dict[str, object] | None] | None = None,
+        metrics: RouterMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         # What /_abode/health reports, or None while the router cannot route.
         self._health = healthy or (lambda: {})
         self.app = app
@@ -61,6 +67,8 @@ class RouterServer:
         web_app = make_app(
             self.app, self.env, self.hub, max_body=self.config.max_body, healthy=self._healthy
         )
+        if self.metrics is not None:
+            self.metrics.attach(self, web_app)
         self._runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)

@@ -78,6 +78,11 @@ class RouterTransport:
         self.peer(address).send_frame(frame)
         return address
 
+    async def retain(self, addresses: set[str]) -> None:
+        """Close the streams to nodes that are gone (no longer live at those addresses)."""
+        for address in [a for a in self._peers if a not in addresses]:
+            await self._peers.pop(address).close(flush_timeout=0)
+
     async def close(self) -> None:
         for peer in self._peers.values():
             await peer.close()

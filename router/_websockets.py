@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 
@@ -47,6 +48,7 @@ class SocketHub:
         self.router_id = router_id
         self._transport = transport
         self._sockets: dict[str, ClientSocket] = {}
+        self.survive_node_loss: Callable[[], bool] = lambda: False
 
     @property
     def open_sockets(self) -> int:
@@ -67,13 +69,15 @@ class SocketHub:
         cs = self._sockets.get(socket_id) or ClientSocket(socket_id)
         self._sockets[socket_id] = cs
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True)
-        await ws.prepare(request)
-        cs.ws, cs.owner = ws, owner
+        cs.owner = owner
         cs.node = self._transport.home_address(owner.object_id)
-        if cs.queue:
-            self._kick(cs)
         code, reason, clean = ABNORMAL, "", False
         try:
+            # Inside the try: a client gone before its 101 must still be closed at the node.
+            await ws.prepare(request)
+            cs.ws = ws
+            if cs.queue:
+                self._kick(cs)
             while True:
                 msg = await ws.receive()
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -135,7 +139,13 @@ class SocketHub:
                 cs.queue.clear()
 
     def on_lost(self, address: str) -> None:
-        """The stream to a node broke: the node has closed these sockets on its side."""
+        """The stream to a node broke: the node has closed these sockets on its side.
+
+        With replicas, the object's next home holds the sockets' metadata, so the
+        client connections stay open and their frames go to that node instead.
+        """
+        if self.survive_node_loss():
+            return
         for cs in list(self._sockets.values()):
             if cs.node == address and cs.ws is not None:
                 self._server_close(cs, SERVICE_RESTART, "node connection lost")

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import uvloop
 
 from cluster.app import AppError
+from cluster.cli.usage import HELP as USAGE_HELP
 from node._runtime import RuntimeConfig
 from node._store import StoreLocked
 
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8787)
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--data", default=".abode")
+    dev.add_argument("--metrics-port", type=int, default=None,
+                     help="serve /metrics (node and router families) on this port; 0: any")
+    dev.add_argument("--storage-scan-interval", type=float, default=60.0,
+                     help="seconds between walks that measure stored bytes per namespace")
     _runtime_flags(dev)
     _ready_flag(dev)
 
@@ -56,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--advertise", default="", help="HOST:PORT others reach this node at")
     node.add_argument("--data", default=".abode/nodes")
     node.add_argument("--metrics-port", type=int, default=None)
+    node.add_argument("--storage-scan-interval", type=float, default=60.0,
+                      help="seconds between walks that measure stored bytes per namespace")
     node.add_argument("--replicas", type=int, default=1)
     node.add_argument("--weight", type=int, default=100, help="share of the ring (100 = normal)")
     _runtime_flags(node)
@@ -73,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="members, liveness, ownership, objects per node")
     _etcd_flags(status, lease=False)
+
+    usage = sub.add_parser("usage", help="per-namespace requests, object GB-s, stored bytes",
+                           description=USAGE_HELP,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    usage.add_argument("--etcd", default=None, help="a cluster: read every live node")
+    usage.add_argument("--cluster", default="abode", help="prefix of every etcd key")
+    usage.add_argument("--url", default="", help="metrics endpoint(s) to read instead "
+                       "(abode dev --metrics-port), comma-separated")
+    usage.add_argument("--since", default=None, help="1h, 30m, 2d or ISO 8601 "
+                       "(default: since each node started)")
+    usage.add_argument("--memory-mb", type=float, default=128.0,
+                       help="memory billed per active object, for GB-s (Cloudflare: 128)")
+    usage.add_argument("--json", action="store_true", help="machine-readable output")
 
     remove = sub.add_parser("remove", help="decommission a node: hand off its data, then drop it")
     remove.add_argument("node_id", metavar="NODE")
@@ -150,6 +170,7 @@ async def _serve(args: argparse.Namespace) -> int:
         await run_dev(DevConfig(
             app=args.app, port=args.port, host=args.host, data=args.data,
             runtime=_runtime_config(args), max_body=args.max_body, ready_file=args.ready_file,
+            metrics_port=args.metrics_port, storage_scan_interval=args.storage_scan_interval,
         ), stop)
     elif command == "up":
         from cluster.cli.up import UpConfig, run_up
@@ -166,6 +187,7 @@ async def _serve(args: argparse.Namespace) -> int:
             advertise=args.advertise, data=args.data, cluster=args.cluster, weight=args.weight,
             replicas=args.replicas, lease_ttl=args.lease_ttl, runtime=_runtime_config(args),
             metrics_port=args.metrics_port, ready_file=args.ready_file,
+            storage_scan_interval=args.storage_scan_interval,
         ), stop)
     elif command == "router":
         from cluster.cli.members import RouterProcessConfig, run_router
@@ -181,6 +203,13 @@ async def _serve(args: argparse.Namespace) -> int:
         from cluster.cli.admin import status
 
         return await status(args.etcd, args.cluster)
+    elif command == "usage":
+        from cluster.cli.usage import usage
+
+        return await usage(
+            etcd=args.etcd, cluster=args.cluster, since=args.since, memory_mb=args.memory_mb,
+            urls=[u for u in args.url.split(",") if u.strip()], as_json=args.json,
+        )
     elif command == "remove":
         from cluster.cli.admin import remove
 

@@ -41,8 +41,8 @@ async def status(etcd: str, cluster: str) -> int:
         alarms = str(info.pending_alarms) if info else "-"
         print(f"{node_id:<16} {member.address:<22} {live:<5} {member.weight:>6} "
               f"{shares.get(node_id, 0.0):>6.1%} {objects:>8} {sockets:>8} {alarms:>7}")
-    for router_id, info in snap.routers.items():
-        print(f"router {router_id:<12} {info.get('address', '')}")
+    for router_id, router in snap.routers.items():
+        print(f"router {router_id:<12} {router.get('address', '')}")
     return 0
 
 

@@ -8,11 +8,14 @@ import os
 from dataclasses import dataclass
 
 from cluster.app import load_app
-from cluster.cli._common import write_ready
+from cluster.cli._common import metrics_url, start_metrics, write_ready
+from cluster.metrics import new_registry
 from cluster.placement import StaticPlacement
+from node._metrics import NodeMetrics
 from node._runtime import RuntimeConfig
 from node._server import NodeConfig, NodeServer
 from router import RouterConfig, RouterServer
+from router._metrics import RouterMetrics
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,8 @@ class DevConfig:
     runtime: RuntimeConfig = RuntimeConfig()
     max_body: int = 32 * 1024 * 1024
     ready_file: str | None = None
+    metrics_port: int | None = None
+    storage_scan_interval: float = 60.0
 
 
 async def run_dev(cfg: DevConfig, stop: asyncio.Event) -> None:
@@ -33,12 +38,28 @@ async def run_dev(cfg: DevConfig, stop: asyncio.Event) -> None:
     runtime = cfg.runtime
     node = NodeServer(app, NodeConfig("dev", os.path.join(cfg.data, "dev"), runtime=runtime))
     await node.start()
+    # One registry serves both halves: abode_node_* and abode_router_* families.
+    registry = new_registry()
+    node_metrics = router_metrics = None
+    if cfg.metrics_port is not None:
+        node_metrics = NodeMetrics(registry, storage_scan_interval=cfg.storage_scan_interval)
+        node_metrics.bind(node)
+        router_metrics = RouterMetrics(registry)
     router = RouterServer(
         app,
         StaticPlacement(node.address),
         RouterConfig(cfg.host, cfg.port, cfg.max_body, runtime.call_timeout),
+        metrics=router_metrics,
     )
+    metrics = None
     try:
+        metrics, metrics_port = await start_metrics(
+            cfg.metrics_port, registry, cfg.host,
+            usage=node_metrics.usage if node_metrics is not None else None,
+        )
+        if metrics is not None and node.service is not None:
+            node.service.metrics_url = metrics_url(cfg.host, metrics_port)
+            print(f"abode dev: metrics at {node.service.metrics_url}", flush=True)
         await router.start()
         print(
             f"abode dev: serving {cfg.app} at {router.url} "
@@ -46,9 +67,12 @@ async def run_dev(cfg: DevConfig, stop: asyncio.Event) -> None:
             flush=True,
         )
         write_ready(cfg.ready_file, {"url": router.url, "port": router.port,
-                                     "grpc": node.address, "pid": os.getpid()})
+                                     "grpc": node.address, "metrics_port": metrics_port,
+                                     "pid": os.getpid()})
         await stop.wait()
         log.info("shutting down")
     finally:
         await router.stop()
         await node.stop()
+        if metrics is not None:
+            await metrics.cleanup()

@@ -9,13 +9,16 @@ import socket
 from dataclasses import dataclass
 
 from cluster.app import load_app
-from cluster.cli._common import start_metrics, write_ready
+from cluster.cli._common import host_of, metrics_url, start_metrics, write_ready
 from cluster.membership import EtcdSession, MembershipView
+from cluster.metrics import new_registry
 from cluster.placement import RingPlacement
 from node._member import ClusterNode, MemberConfig
+from node._metrics import NodeMetrics
 from node._runtime import RuntimeConfig
 from node._server import NodeConfig
 from router import RouterConfig, RouterServer
+from router._metrics import RouterMetrics
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ class NodeProcessConfig:
     runtime: RuntimeConfig
     metrics_port: int | None = None
     ready_file: str | None = None
+    storage_scan_interval: float = 60.0
 
 
 async def run_node(cfg: NodeProcessConfig, stop: asyncio.Event) -> None:
@@ -44,12 +48,19 @@ async def run_node(cfg: NodeProcessConfig, stop: asyncio.Event) -> None:
     node = ClusterNode(
         app,
         NodeConfig(node_id, os.path.join(cfg.data, node_id), cfg.listen, cfg.runtime),
-        MemberConfig(advertise=cfg.advertise, weight=cfg.weight),
+        MemberConfig(advertise=cfg.advertise, weight=cfg.weight, replicas=cfg.replicas),
         session,
     )
-    metrics, metrics_port = await start_metrics(cfg.metrics_port)
+    registry = new_registry()
+    node_metrics = NodeMetrics(registry, storage_scan_interval=cfg.storage_scan_interval)
+    metrics, metrics_port = await start_metrics(
+        cfg.metrics_port, registry, host_of(cfg.listen), usage=node_metrics.usage
+    )
     try:
         await node.start()
+        if metrics is not None and node.server.service is not None:
+            node_metrics.bind(node.server, node)  # before anything else runs: nothing missed
+            node.server.service.metrics_url = metrics_url(host_of(node.address), metrics_port)
         write_ready(cfg.ready_file, {"node_id": node_id, "grpc": node.address,
                                      "metrics_port": metrics_port, "pid": os.getpid()})
         removed = asyncio.ensure_future(node.wait_removed())
@@ -80,12 +91,28 @@ async def run_router(cfg: RouterProcessConfig, stop: asyncio.Event) -> None:
     app = load_app(cfg.app)
     session = await EtcdSession.connect(cfg.etcd, cfg.cluster, cfg.lease_ttl)
     view = await MembershipView.start(session)
+    registry = new_registry()
+    router_metrics = RouterMetrics(registry, view) if cfg.metrics_port is not None else None
     server = RouterServer(app, RingPlacement(view), cfg.router,
-                          healthy=lambda: {"live_nodes": len(view.live)} if view.live else None)
-    metrics, metrics_port = await start_metrics(cfg.metrics_port)
+                          healthy=lambda: {"live_nodes": len(view.live)} if view.live else None,
+                          metrics=router_metrics)
+    server.hub.survive_node_loss = lambda: view.replicas > 1
+
+    async def connect_all(view: MembershipView) -> None:
+        # A stream to every live node, so any of them can send frames to this router's
+        # sockets (after a failover the new home has not been called yet); none to
+        # nodes that are gone.
+        live = {view.address_of(node_id) for node_id in view.live}
+        await server.transport.retain(live)
+        for address in live:
+            server.transport.peer(address).connect()
+
+    view.add_listener(connect_all)
+    metrics, metrics_port = await start_metrics(cfg.metrics_port, registry, cfg.router.host)
     lease = None
     try:
         await server.start()
+        await connect_all(view)
         # Nodes learn of this router (and of its death) from its key on its own lease.
         lease = await session.start_lease()
         await session.register_router(server.router_id, lease, address=server.url)

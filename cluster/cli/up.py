@@ -2,8 +2,8 @@
 
 Each child binds its own port (routers from ``--port`` upward) and writes a ready
 file; ``up`` waits for every one, prints the URLs, and on Ctrl-C stops routers,
-then nodes (SIGTERM: drain and flush), then etcd. A child that dies stops the rest
-and ``up`` exits non-zero, pointing at the child's log.
+then nodes (SIGTERM: drain and flush), then etcd. A child that dies is reported
+with a pointer to its log; the others keep running.
 """
 
 from __future__ import annotations
@@ -100,12 +100,15 @@ async def run_up(cfg: UpConfig, stop: asyncio.Event) -> int:
             print(f"  {child.name:<9} {info['url']}  metrics "
                   f"http://127.0.0.1:{info['metrics_port']}/metrics", flush=True)
         print("abode up: ready. Ctrl-C stops the cluster.", flush=True)
+        reported: set[str] = set()
         while not stop.is_set():
+            # A dead child is reported, not fatal: the cluster is meant to ride out a
+            # lost node (try `kill -9` on one and watch its objects move or wait).
             for child in children:
-                if child.proc.poll() is not None:
+                if child.proc.poll() is not None and child.name not in reported:
+                    reported.add(child.name)
                     print(f"abode up: {child.name} exited with {child.proc.returncode}; "
-                          f"see {child.log}", file=sys.stderr, flush=True)
-                    return 1
+                          f"the rest keep running (see {child.log})", file=sys.stderr, flush=True)
             try:
                 async with asyncio.timeout(0.5):
                     await stop.wait()

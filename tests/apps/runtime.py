@@ -33,6 +33,10 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class Fatal(BaseException):
+    """Not an Exception: user code's ``except Exception`` would not catch it."""
+
+
 class Box(DurableObject):
     """A general-purpose object: storage, errors, calls, wait_until, alarms."""
 
@@ -65,6 +69,15 @@ class Box(DurableObject):
             raise ValueError("boom after put")
         if op == "abort":
             self.ctx.abort("asked to")
+        if op == "cancelled":
+            # The handler's own awaitable was cancelled: CancelledError escapes it.
+            await storage.put(q["key"], "from the cancelled event")
+            task = asyncio.ensure_future(asyncio.sleep(10))
+            task.cancel()
+            await task
+        if op == "base-exception":
+            await storage.put(q["key"], "from the failed event")
+            raise Fatal("not an Exception")
         if op == "slow":
             await asyncio.sleep(int(q.get("ms", "100")) / 1000)
             ran = await storage.get("ran", 0) + 1
@@ -101,6 +114,8 @@ class Box(DurableObject):
                 try:
                     await other.pong()
                 except CallTimeout as exc:
+                    # Recorded: the edge's own (equal) timeout may have answered already.
+                    await storage.put("caught", type(exc).__name__)
                     return Response.json({"caught": type(exc).__name__})
             return Response.json({"value": await other.pong()})
         if op == "alarm":
@@ -120,6 +135,11 @@ class Box(DurableObject):
             await storage.put("alarm_fail", int(q.get("fail", "0")))
             await storage.set_alarm(when)
             return Response.json({"when": when})
+        if op == "set-then-sleep":
+            # Move the alarm, then stay busy while the old one's event waits in the mailbox.
+            await storage.set_alarm(now_ms() + int(q["in_ms"]))
+            await asyncio.sleep(int(q["sleep_ms"]) / 1000)
+            return Response.json({"ok": True})
         if op == "delete":
             await storage.delete_alarm()
             return Response.json({"ok": True})

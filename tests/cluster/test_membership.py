@@ -97,7 +97,9 @@ def test_snapshot_ignores_foreign_and_malformed_keys() -> None:
     p = "/abode/"
     assert snap.apply(p, b"/abode/members/n1", b'{"address": "h:1", "weight": 200}') == "members"
     assert snap.apply(p, b"/abode/live/n1", b'{"address": "h:2", "started": 5}') == "live"
-    assert snap.apply(p, b"/abode/config/x", b"{}") is None
+    assert snap.apply(p, b"/abode/config/replicas", b"2") == "config"
+    assert snap.config == {"replicas": 2}
+    assert snap.apply(p, b"/abode/other/x", b"{}") is None
     assert snap.apply(p, b"/abode2/members/n9", b'{"address": "h:9"}') is None
     assert snap.apply(p, b"/abode/members/a/b", b'{"address": "h:9"}') is None
     assert snap.apply(p, b"/abode/members/n2", b"not json") is None

@@ -57,3 +57,17 @@ async def test_no_ticket_is_sold_twice_across_a_crash(app, http):
     url = f"{app.url}/Tickets/durable"
     assert await call(http, "POST", f"{url}/buy") == (200, {"ticket": 4})
     assert (await call(http, "GET", url))[1]["remaining"] == 96
+
+
+async def test_http_and_rpc_buyers_share_one_stock(app, http):
+    await call(http, "POST", f"{app.url}/Tickets/mixed/setup", {"stock": 40})
+    results = await asyncio.gather(
+        *(rpc(http, app.url, "Tickets/mixed/buy", f"r{i}") for i in range(30)),
+        *(call(http, "POST", f"{app.url}/Tickets/mixed/buy") for _ in range(30)),
+    )
+    by_rpc = [t for t in results[:30] if t is not None]
+    by_http = [body["ticket"] for status, body in results[30:] if status == 200]
+    assert sorted(by_rpc + by_http) == list(range(1, 41))
+    assert results[:30].count(None) + sum(s == 409 for s, _ in results[30:]) == 20
+    assert await rpc(http, app.url, "Tickets/mixed/status") == {
+        "stock": 40, "sold": 40, "remaining": 0}

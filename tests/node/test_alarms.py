@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.harness import assert_eventually
@@ -71,6 +73,18 @@ async def test_deleted_alarm_does_not_fire(dev, http):
     await _fired(http, sentinel)  # alarms fire in time order: the deleted one's time passed
     state = await _state(http, deleted)
     assert state["fired"] == 0 and state["calls"] == [] and state["alarm"] is None
+
+
+async def test_alarm_moved_while_its_old_time_waits_in_the_mailbox_still_fires(dev, http):
+    """The old alarm falls due while the object is busy, so its event waits in the mailbox
+    behind two events that each move the alarm to a time already past when they end.
+    The moved alarm must still fire."""
+    base = f"{dev.url}/Box/alarm-moved"
+    await fetch_json(http, "POST", f"{base}/alarm/set?in_ms=300")
+    move = f"{base}/alarm/set-then-sleep?in_ms=350&sleep_ms=500"
+    await asyncio.gather(fetch_json(http, "POST", move), fetch_json(http, "POST", move))
+    state = await _fired(http, base)
+    assert state["fired"] == 1 and state["alarm"] is None
 
 
 async def test_alarm_set_in_a_raising_event_is_not_set(dev, http):

@@ -71,7 +71,7 @@ async def _load_then_kill(dev, crowd: aiohttp.ClientSession) -> list[int]:
         while True:
             try:
                 status, body = await fetch_json(crowd, "POST", url)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 return  # the server died under us: this increment is unacknowledged
             if status != 200:
                 return

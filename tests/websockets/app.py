@@ -72,6 +72,12 @@ class Room(DurableObject):
             ws.send(_reply("leaked", arg))
             await self.ctx.storage.put("boom", arg)
             raise RuntimeError("boom")
+        elif cmd == "rename-boom":  # an attachment set by a raising event is undone
+            ws.serialize_attachment({"user": arg})
+            raise RuntimeError("boom")
+        elif cmd == "close-boom":  # so is a close: the socket stays open
+            ws.close(4002, "y")
+            raise RuntimeError("boom")
         elif cmd == "big":
             try:
                 ws.serialize_attachment({"user": _user(ws), "pad": "x" * 17_000})

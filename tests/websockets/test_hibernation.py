@@ -61,7 +61,7 @@ async def test_200_sockets_survive_eviction_of_their_20_rooms(dev_factory, http)
     # get_websockets(tag) after waking: a broadcast reaches exactly the room's sockets.
     for r in range(ROOMS):
         await sockets[r, 3].send_str(f"say:{r}")
-    for (r, i), ws in sockets.items():
+    for (r, _i), ws in sockets.items():
         said = await receive(ws)
         assert said["kind"] == "said" and said["arg"] == str(r) and said["user"] == f"r{r}u3"
     await asyncio.gather(*(ws.close() for ws in sockets.values()))

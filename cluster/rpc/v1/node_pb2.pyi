@@ -32,6 +32,8 @@ class Envelope(_message.Message):
     CALLS_FIELD_NUMBER: _builtins.int
     RESULTS_FIELD_NUMBER: _builtins.int
     FRAMES_FIELD_NUMBER: _builtins.int
+    REPLICATE_FIELD_NUMBER: _builtins.int
+    ACKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___Call]: ...
     @_builtins.property
@@ -40,20 +42,103 @@ class Envelope(_message.Message):
     def frames(self) -> _containers.RepeatedCompositeFieldContainer[Global___SocketFrame]:
         """WebSocket frames of every socket between this router and node."""
 
+    @_builtins.property
+    def replicate(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaWrite]:
+        """Replication: a home's committed batches for this replica, and the acks."""
+
+    @_builtins.property
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaAck]: ...
     def __init__(
         self,
         *,
         calls: _abc.Iterable[Global___Call] | None = ...,
         results: _abc.Iterable[Global___Result] | None = ...,
         frames: _abc.Iterable[Global___SocketFrame] | None = ...,
+        replicate: _abc.Iterable[Global___ReplicaWrite] | None = ...,
+        acks: _abc.Iterable[Global___ReplicaAck] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "frames", b"frames", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "calls", b"calls", "frames", b"frames", "replicate", b"replicate", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Envelope: _TypeAlias = Envelope  # noqa: Y015
+
+@_typing.final
+class ReplicaWrite(_message.Message):
+    """One object's batch, shipped by its home to a replica before outputs are released."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    OBJECT_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    PUTS_FIELD_NUMBER: _builtins.int
+    DELETES_FIELD_NUMBER: _builtins.int
+    INDEX_PUTS_FIELD_NUMBER: _builtins.int
+    INDEX_DELETES_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """Matches the ack; unique per stream direction."""
+    object_id: _builtins.bytes
+    namespace: _builtins.str
+    version: _builtins.int
+    """The object's version after this batch (one more than before it)."""
+    revision: _builtins.int
+    """The home's membership revision; the replica catches up to it first."""
+    @_builtins.property
+    def puts(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeyValue]: ...
+    @_builtins.property
+    def deletes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    @_builtins.property
+    def index_puts(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeyValue]: ...
+    @_builtins.property
+    def index_deletes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        object_id: _builtins.bytes = ...,
+        namespace: _builtins.str = ...,
+        version: _builtins.int = ...,
+        revision: _builtins.int = ...,
+        puts: _abc.Iterable[Global___KeyValue] | None = ...,
+        deletes: _abc.Iterable[_builtins.bytes] | None = ...,
+        index_puts: _abc.Iterable[Global___KeyValue] | None = ...,
+        index_deletes: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deletes", b"deletes", "index_deletes", b"index_deletes", "index_puts", b"index_puts", "namespace", b"namespace", "object_id", b"object_id", "puts", b"puts", "revision", b"revision", "seq", b"seq", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaWrite: _TypeAlias = ReplicaWrite  # noqa: Y015
+
+@_typing.final
+class ReplicaAck(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    error: _builtins.str
+    """Empty when the write is durable on the replica; else why it was refused."""
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaAck: _TypeAlias = ReplicaAck  # noqa: Y015
 
 @_typing.final
 class Header(_message.Message):
@@ -379,6 +464,7 @@ class InfoReply(_message.Message):
     OPEN_SOCKETS_FIELD_NUMBER: _builtins.int
     PENDING_ALARMS_FIELD_NUMBER: _builtins.int
     PENDING_RANGES_FIELD_NUMBER: _builtins.int
+    METRICS_URL_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     revision: _builtins.int
     active_objects: _builtins.int
@@ -386,6 +472,8 @@ class InfoReply(_message.Message):
     pending_alarms: _builtins.int
     pending_ranges: _builtins.int
     """Ranges this node is still pulling in a handoff."""
+    metrics_url: _builtins.str
+    """Where this node serves Prometheus metrics (and /usage); empty without --metrics-port."""
     @_builtins.property
     def namespaces(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -398,10 +486,11 @@ class InfoReply(_message.Message):
         open_sockets: _builtins.int = ...,
         pending_alarms: _builtins.int = ...,
         pending_ranges: _builtins.int = ...,
+        metrics_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_objects", b"active_objects", "namespaces", b"namespaces", "node_id", b"node_id", "open_sockets", b"open_sockets", "pending_alarms", b"pending_alarms", "pending_ranges", b"pending_ranges", "revision", b"revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_objects", b"active_objects", "metrics_url", b"metrics_url", "namespaces", b"namespaces", "node_id", b"node_id", "open_sockets", b"open_sockets", "pending_alarms", b"pending_alarms", "pending_ranges", b"pending_ranges", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -438,9 +527,12 @@ class PullRequest(_message.Message):
     NODE_ID_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     RANGES_FIELD_NUMBER: _builtins.int
+    SYNC_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     revision: _builtins.int
     """The puller's membership revision; the old owner catches up to it first."""
+    sync: _builtins.bool
+    """A replica catching up: read only, no fencing or eviction on the serving side."""
     @_builtins.property
     def ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___Range]: ...
     def __init__(
@@ -449,14 +541,37 @@ class PullRequest(_message.Message):
         node_id: _builtins.str = ...,
         revision: _builtins.int = ...,
         ranges: _abc.Iterable[Global___Range] | None = ...,
+        sync: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "ranges", b"ranges", "revision", b"revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "ranges", b"ranges", "revision", b"revision", "sync", b"sync"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PullRequest: _TypeAlias = PullRequest  # noqa: Y015
+
+@_typing.final
+class FetchObjectRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECT_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    object_id: _builtins.bytes
+    revision: _builtins.int
+    def __init__(
+        self,
+        *,
+        object_id: _builtins.bytes = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["object_id", b"object_id", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchObjectRequest: _TypeAlias = FetchObjectRequest  # noqa: Y015
 
 @_typing.final
 class KeyValue(_message.Message):

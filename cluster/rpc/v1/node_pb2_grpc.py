@@ -54,6 +54,11 @@ class NodeStub:
                 request_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.SerializeToString,
                 response_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.ReleaseReply.FromString,
                 _registered_method=True)
+        self.FetchObject = channel.unary_unary(
+                '/cluster.rpc.v1.Node/FetchObject',
+                request_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.FetchObjectRequest.SerializeToString,
+                response_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -88,6 +93,13 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchObject(self, request, context):
+        """Replication: every key of one object (a replica repairing a gap in its versions).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +122,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.FromString,
                     response_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.ReleaseReply.SerializeToString,
+            ),
+            'FetchObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchObject,
+                    request_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.FetchObjectRequest.FromString,
+                    response_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +237,33 @@ class Node:
             '/cluster.rpc.v1.Node/Release',
             cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.SerializeToString,
             cluster_dot_rpc_dot_v1_dot_node__pb2.ReleaseReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cluster.rpc.v1.Node/FetchObject',
+            cluster_dot_rpc_dot_v1_dot_node__pb2.FetchObjectRequest.SerializeToString,
+            cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.FromString,
             options,
             channel_credentials,
             insecure,

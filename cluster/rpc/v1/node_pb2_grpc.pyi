@@ -47,6 +47,8 @@ class NodeStub:
     """
     Release: _grpc.UnaryUnaryMultiCallable[_node_pb2.PullRequest, _node_pb2.ReleaseReply]
     """Handoff: the new owner has the ranges durably; the old owner may drop them."""
+    FetchObject: _grpc.UnaryUnaryMultiCallable[_node_pb2.FetchObjectRequest, _node_pb2.PullChunk]
+    """Replication: every key of one object (a replica repairing a gap in its versions)."""
 
 @_typing.type_check_only
 class NodeAsyncStub(NodeStub):
@@ -61,6 +63,8 @@ class NodeAsyncStub(NodeStub):
     """
     Release: _aio.UnaryUnaryMultiCallable[_node_pb2.PullRequest, _node_pb2.ReleaseReply]  # type: ignore[assignment]
     """Handoff: the new owner has the ranges durably; the old owner may drop them."""
+    FetchObject: _aio.UnaryUnaryMultiCallable[_node_pb2.FetchObjectRequest, _node_pb2.PullChunk]  # type: ignore[assignment]
+    """Replication: every key of one object (a replica repairing a gap in its versions)."""
 
 class NodeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -96,5 +100,13 @@ class NodeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.ReleaseReply, _abc.Awaitable[_node_pb2.ReleaseReply]]:
         """Handoff: the new owner has the ranges durably; the old owner may drop them."""
+
+    @_abc_1.abstractmethod
+    def FetchObject(
+        self,
+        request: _node_pb2.FetchObjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.PullChunk, _abc.Awaitable[_node_pb2.PullChunk]]:
+        """Replication: every key of one object (a replica repairing a gap in its versions)."""
 
 def add_NodeServicer_to_server(servicer: NodeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

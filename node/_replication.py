@@ -1,0 +1,303 @@
+"""Synchronous replication: no acknowledged write is lost when a node dies.
+
+Home side (``Replicator``): each group commit ships every batch to the other live
+nodes of its object's preference list, in parallel with the local fsync; a batch's
+outputs are released only when every one of them has it durably. A replica that
+refuses or does not answer fails the batch (never acknowledged, so never lost).
+
+Replica side (``ReplicaSink``): a write is taken only from the node that is the
+object's home in the replica's own view (caught up to the sender's revision), so a
+superseded home can never make a write durable. Batches apply in version order; a
+replica that finds a gap fetches the whole object from the home first.
+
+Catch-up (``Catchup``): a node whose lease is new may have missed writes, so it
+announces the peers it still waits on (in its live key) and may not be home for any
+object whose preference list includes one of them until it has pulled, from that
+peer, every object it keeps a copy of. Versions decide which copy is newer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+import grpc
+
+from cluster.ids import ring_position
+from cluster.membership import MembershipView
+from cluster.peer import CHANNEL_OPTIONS
+from cluster.placement import home_of
+from cluster.ring import Ring
+from cluster.rpc.v1 import node_pb2 as pb
+from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+from node._dispatch import PeerPool
+from node._runtime import Runtime
+from node._store import Batch
+
+log = logging.getLogger(__name__)
+
+REPLICA_TIMEOUT = 5.0
+KEYSPACE = 1 << 64
+
+
+def _to_pb(batch: Batch, namespace: str, revision: int) -> pb.ReplicaWrite:
+    return pb.ReplicaWrite(
+        object_id=batch.object_id,
+        namespace=namespace,
+        version=batch.version,
+        revision=revision,
+        puts=[pb.KeyValue(key=k, value=v) for k, v in batch.puts],
+        deletes=batch.deletes,
+        index_puts=[pb.KeyValue(key=k, value=v) for k, v in batch.index_puts],
+        index_deletes=batch.index_deletes,
+    )
+
+
+def _from_pb(w: pb.ReplicaWrite) -> Batch:
+    return Batch(
+        w.object_id, w.version, w.namespace,
+        puts=[(kv.key, kv.value) for kv in w.puts],
+        deletes=list(w.deletes),
+        index_puts=[(kv.key, kv.value) for kv in w.index_puts],
+        index_deletes=list(w.index_deletes),
+    )
+
+
+class Replicator:
+    def __init__(self, node_id: str, view: MembershipView, peers: PeerPool) -> None:
+        self.node_id = node_id
+        self.view = view
+        self.peers = peers
+        self.batches_sent = 0
+        self.failures = 0
+        self.last_latency = 0.0
+
+    def targets(self, object_id: bytes) -> list[str]:
+        view = self.view
+        if view.replicas <= 1 or not view.ring.members:
+            return []
+        prefs = view.ring.preference_list(ring_position(object_id), view.replicas)
+        return [n for n in prefs if n != self.node_id and n in view.live]
+
+    async def replicate(self, batches: list[Batch]) -> dict[int, str]:
+        """Ship the group; returns {index of a failed batch: why}."""
+        by_target: dict[str, list[tuple[int, pb.ReplicaWrite]]] = {}
+        revision = self.view.revision
+        for i, batch in enumerate(batches):
+            for node in self.targets(batch.object_id):
+                by_target.setdefault(node, []).append(
+                    (i, _to_pb(batch, batch.namespace, revision))
+                )
+        if not by_target:
+            return {}
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        nodes = list(by_target)
+        results = await asyncio.gather(*(
+            self.peers.get(self.view.address_of(n)).replicate(
+                [w for _, w in by_target[n]], REPLICA_TIMEOUT)
+            for n in nodes
+        ))
+        self.last_latency = loop.time() - t0
+        failed: dict[int, str] = {}
+        for node, errors in zip(nodes, results, strict=True):
+            for (i, _), error in zip(by_target[node], errors, strict=True):
+                self.batches_sent += 1
+                if error:
+                    failed[i] = f"replica {node}: {error}"
+        if failed:
+            self.failures += len(failed)
+            log.warning("replication failed for %d batches: %s", len(failed),
+                        next(iter(failed.values())))
+        return failed
+
+
+class ReplicaSink:
+    def __init__(self, node_id: str, view: MembershipView, runtime: Runtime,
+                 peers: PeerPool) -> None:
+        self.node_id = node_id
+        self.view = view
+        self.runtime = runtime
+        self.peers = peers
+        self.applied = 0
+        self.refused = 0
+        self.repaired = 0
+
+    async def apply(self, sender: str, writes: list[pb.ReplicaWrite]) -> list[pb.ReplicaAck]:
+        revision = max(w.revision for w in writes)
+        if revision > self.view.revision:
+            try:
+                await self.view.wait_for(lambda v: v.revision >= revision, 3.0)
+            except TimeoutError:
+                pass
+        acks = []
+        for w in writes:
+            acks.append(pb.ReplicaAck(seq=w.seq, error=await self._apply_one(sender, w)))
+        return acks
+
+    async def _apply_one(self, sender: str, w: pb.ReplicaWrite) -> str:
+        home, _ = home_of(self.view, w.object_id)
+        if home != sender:
+            self.refused += 1
+            return (f"{sender} is not the object's home at revision {self.view.revision} "
+                    f"of {self.node_id} (home: {home})")
+        host = self.runtime.hosts.get(w.object_id)
+        if host is not None:
+            if not host.idle:
+                self.refused += 1
+                return "the object is active on the replica"
+            self.runtime.evict(w.object_id)  # its cache would be stale
+        batch = _from_pb(w)
+        committer = self.runtime.committer
+        store = self.runtime.store
+        try:
+            if not await committer.run_exclusive(store.apply_replica, batch):
+                # A gap in versions (this node missed writes): take the object whole.
+                items = await self._fetch(sender, w.object_id)
+                await committer.run_exclusive(store.replace_object, w.object_id, items)
+                await committer.run_exclusive(store.apply_replica, batch)
+                self.repaired += 1
+        except Exception as exc:
+            self.refused += 1
+            return f"replica write failed: {type(exc).__name__}: {exc}"
+        self.applied += 1
+        return ""
+
+    async def _fetch(self, node: str, object_id: bytes) -> list[tuple[bytes, bytes]]:
+        address = self.view.address_of(node)
+        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+            chunk = await pb_grpc.NodeStub(channel).FetchObject(
+                pb.FetchObjectRequest(object_id=object_id, revision=self.view.revision),
+                timeout=REPLICA_TIMEOUT,
+            )
+        return [(kv.key, kv.value) for kv in chunk.items]
+
+
+class Catchup:
+    """After a new lease: pull from each peer before being home for shared objects."""
+
+    def __init__(
+        self,
+        node_id: str,
+        view: MembershipView,
+        runtime: Runtime,
+        publish: Callable[[frozenset[str]], Awaitable[None]],
+    ) -> None:
+        self.node_id = node_id
+        self.view = view
+        self.runtime = runtime
+        self._publish = publish
+        self.waiting: set[str] = set()
+        self._ring: Ring | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.keys_pulled = 0
+
+    def initial_waiting(self) -> frozenset[str]:
+        if self.view.replicas <= 1:
+            return frozenset()
+        return frozenset(n for n in self.view.members if n != self.node_id)
+
+    def begin(self, waiting: frozenset[str]) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+        self.waiting = set()
+        self._ring = self.view.ring
+        self._wait_on(waiting)
+
+    def _wait_on(self, peers: Iterable[str]) -> None:
+        for peer in peers:
+            self.waiting.add(peer)
+            if peer not in self._tasks:
+                self._tasks[peer] = asyncio.get_running_loop().create_task(self._sync(peer))
+
+    def on_view(self, view: MembershipView) -> None:
+        changed = False
+        gone = {p for p in self.waiting if p not in view.members}
+        if gone:
+            self.waiting -= gone
+            for p in gone:
+                task = self._tasks.pop(p, None)
+                if task is not None:
+                    task.cancel()
+            changed = True
+        old, new = self._ring, view.ring
+        if old is not None and new is not old and view.replicas > 1:
+            self._ring = new
+            # Where this node newly keeps a copy, it has none yet: it waits on the
+            # node that held those objects first until it has pulled them.
+            sources = self._new_copy_sources(old, new, view.replicas) - self.waiting
+            if sources:
+                log.info("membership change: catching up new copies from %s", sorted(sources))
+                self._wait_on(sources)
+                changed = True
+        if changed:
+            self._spawn_publish()
+
+    def _new_copy_sources(self, old: Ring, new: Ring, replicas: int) -> set[str]:
+        sources: set[str] = set()
+        if not old.members:
+            return sources
+        # Cut at both rings' boundaries, so each piece has one list in each ring.
+        cuts = sorted({s for s, _ in new.arcs()} | {s for s, _ in old.arcs()})
+        for start in cuts:
+            if self.node_id not in new.preference_list(start, replicas):
+                continue
+            before = old.preference_list(start, replicas)
+            if before and self.node_id not in before:
+                sources.add(before[0])
+        sources.discard(self.node_id)
+        return {s for s in sources if s in new.members}
+
+    def _spawn_publish(self) -> None:
+        asyncio.get_running_loop().create_task(self._publish(frozenset(self.waiting)))
+
+    async def _sync(self, peer: str) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self.view.wait_for(lambda v: peer in v.live, timeout=30.0)
+                count = await self._pull(peer)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("catch-up from %s not done yet (%s); retrying", peer, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+        self.keys_pulled += count
+        self.waiting.discard(peer)
+        self._tasks.pop(peer, None)
+        log.info("caught up from %s (%d keys); still waiting on %s", peer, count,
+                 sorted(self.waiting) or "none")
+        await self._publish(frozenset(self.waiting))
+
+    async def _pull(self, peer: str) -> int:
+        ring = self.view.ring
+        ranges = ring.replica_ranges(self.node_id, self.view.replicas)
+        if not ranges:
+            return 0
+        request = pb.PullRequest(
+            node_id=self.node_id, revision=self.view.revision, sync=True,
+            ranges=[pb.Range(start=s, end=e % KEYSPACE) for s, e in ranges],
+        )
+        committer = self.runtime.committer
+        store = self.runtime.store
+        count = 0
+        address = self.view.address_of(peer)
+        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+            async for chunk in pb_grpc.NodeStub(channel).Pull(request, timeout=300):
+                items = [(kv.key, kv.value) for kv in chunk.items]
+                replaced = await committer.run_exclusive(store.ingest, items)
+                for oid in replaced:
+                    self.runtime.evict(oid)
+                count += len(items)
+        self.runtime.alarms.load()
+        return count
+
+    async def stop(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
