@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# A local cluster: etcd, 3 nodes and 2 routers on loopback (first router on :8787).
 run: $(STAMP)
-	$(BIN)/abode dev $(APP)
+	$(BIN)/abode up $(APP)
 
-dev: run
+# One process, one node and one router: for writing and trying an app.
+dev: $(STAMP)
+	$(BIN)/abode dev $(APP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

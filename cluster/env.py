@@ -44,7 +44,8 @@ class Stub:
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_"):
-            raise AttributeError(name)
+            raise AttributeError(f"{name}: methods whose names start with _ are private, "
+                                 "not callable over RPC")
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             payload = codec.pack([list(args), kwargs])
@@ -90,6 +91,7 @@ class Namespace:
             object_id=object_id.raw,
             chain=chain_for_call(),
             timeout=self._env.call_timeout,
+            object_name=object_id.name or "",
             **kind,
         )
         return await self._env.transport.invoke(inv)

@@ -9,6 +9,7 @@
     │   ├── Overloaded              the object's mailbox is full
     │   └── Unavailable             no live home can serve the object right now
     ├── CallTimeout                 the callee did not answer within --call-timeout
+    ├── ConnectionLost              the link to the node broke mid-call: it may have run
     ├── RemoteError                 a handler raised; carries the remote type and message
     ├── Aborted                     the object called ctx.abort(reason)
     └── CommitFailed                the event's writes could not be made durable
@@ -66,6 +67,12 @@ class CallTimeout(AbodeError):
     code = "call_timeout"
 
 
+class ConnectionLost(AbodeError):
+    """The stream broke after the call was sent: it may or may not have run."""
+
+    code = "connection_lost"
+
+
 class RemoteError(AbodeError):
     """A handler raised. ``remote_type`` names the exception class on the callee."""
 
@@ -99,6 +106,7 @@ CODES: dict[str, type[AbodeError]] = {
         Overloaded,
         Unavailable,
         CallTimeout,
+        ConnectionLost,
         RemoteError,
         Aborted,
         CommitFailed,

@@ -74,12 +74,15 @@ def new_unique_id(namespace: str) -> ObjectId:
     return ObjectId(namespace, body + _check(namespace, body))
 
 
-def id_from_bytes(namespace: str, raw: bytes) -> ObjectId:
+def id_from_bytes(namespace: str, raw: bytes, name: str | None = None) -> ObjectId:
+    """Validate a raw id of ``namespace``; ``name`` is kept only if it derives the id."""
     if len(raw) != ID_BYTES:
         raise InvalidId(f"an object id is {ID_BYTES} bytes, got {len(raw)}")
     if _check(namespace, raw[:_BODY]) != raw[_BODY:]:
         raise InvalidId(f"id {raw.hex()} does not belong to namespace {namespace!r}")
-    return ObjectId(namespace, bytes(raw))
+    if name is not None and id_from_name(namespace, name).raw != raw:
+        name = None
+    return ObjectId(namespace, bytes(raw), name)
 
 
 def id_from_string(namespace: str, text: str) -> ObjectId:

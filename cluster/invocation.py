@@ -34,6 +34,7 @@ class Invocation:
     args: bytes = b""  # msgpack [args, kwargs]
     revision: int = 0
     hops: int = 0
+    object_name: str = ""  # for ids from id_from_name
 
 
 # What a call produces: a Response for fetch, msgpack bytes for RPC.

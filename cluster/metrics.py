@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -83,7 +84,7 @@ class Histogram:
 
 def counter(
     name: str, doc: str, labels: Sequence[str] = (),
-    values: Mapping[tuple[str, ...], float] | Iterable[tuple[tuple[str, ...], float]] = (),
+    values: Mapping[Any, float] | Iterable[tuple[Any, float]] = (),
 ) -> Metric:
     """A counter family; ``name`` without ``_total`` (the text format adds it)."""
     family = CounterMetricFamily(name, doc, labels=list(labels))
@@ -95,7 +96,7 @@ def counter(
 
 def gauge(
     name: str, doc: str, labels: Sequence[str] = (),
-    values: Mapping[tuple[str, ...], float] | Iterable[tuple[tuple[str, ...], float]] = (),
+    values: Mapping[Any, float] | Iterable[tuple[Any, float]] = (),
 ) -> Metric:
     family = GaugeMetricFamily(name, doc, labels=list(labels))
     items = values.items() if isinstance(values, Mapping) else values
@@ -106,7 +107,7 @@ def gauge(
 
 def histogram(
     name: str, doc: str, labels: Sequence[str] = (),
-    values: Mapping[tuple[str, ...], Histogram] | Iterable[tuple[tuple[str, ...], Histogram]] = (),
+    values: Mapping[Any, Histogram] | Iterable[tuple[Any, Histogram]] = (),
 ) -> Metric:
     family = HistogramMetricFamily(name, doc, labels=list(labels))
     items = values.items() if isinstance(values, Mapping) else values

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 
 from cluster import wire
-from cluster.errors import AbodeError, CallTimeout, Unavailable
+from cluster.errors import CallTimeout, ConnectionLost, Unavailable
 from cluster.invocation import Invocation, Outcome
 from cluster.rpc.v1 import node_pb2 as pb
 from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
@@ -41,11 +41,9 @@ CHANNEL_OPTIONS = [
 ]
 
 
-class ConnectionLost(AbodeError):
-    """The stream broke after the call was sent: it may or may not have run."""
-
-    code = "connection_lost"
-
+# Prefix of a replica error that says nothing about the write (no answer), as opposed
+# to the replica refusing it.
+UNREACHABLE = "unreachable: "
 
 FrameHandler = Callable[[str, list[Frame]], None]
 
@@ -84,6 +82,7 @@ class PeerClient:
         self._outbox: list[pb.Call] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stream: Any = None  # the current Exchange call
         self._closed = False
         self._answered = False  # the current stream has carried something back
         self.envelopes_sent = 0
@@ -97,7 +96,7 @@ class PeerClient:
     async def replicate(self, writes: list[pb.ReplicaWrite], timeout: float) -> list[str]:
         """Ship writes to this replica; per write, "" once durable there, else why not."""
         if self._closed:
-            return ["replica connection closed"] * len(writes)
+            return [f"{UNREACHABLE}replica connection closed"] * len(writes)
         loop = asyncio.get_running_loop()
         futs = []
         for w in writes:
@@ -112,11 +111,17 @@ class PeerClient:
             async with asyncio.timeout(timeout):
                 return list(await asyncio.gather(*futs))
         except TimeoutError:
-            return [f.result() if f.done() else f"no ack from {self.address} within {timeout:g} s"
+            return [f.result() if f.done()
+                    else f"{UNREACHABLE}no ack from {self.address} within {timeout:g} s"
                     for f in futs]
         finally:
             for w in writes:
                 self._acks.pop(w.seq, None)
+
+    @property
+    def in_flight(self) -> int:
+        """Calls sent or queued that have no answer yet."""
+        return len(self._pending)
 
     async def invoke(self, inv: Invocation) -> Outcome:
         if self._closed:
@@ -151,7 +156,7 @@ class PeerClient:
         backoff = 0.05
         failures = 0
         while not self._closed:
-            stream = self._stub.Exchange(metadata=self._metadata)
+            stream = self._stream = self._stub.Exchange(metadata=self._metadata)
             sent: set[int] = set()
             self._answered = False
             try:
@@ -162,7 +167,7 @@ class PeerClient:
                 if self._answered:
                     backoff, failures = 0.05, 0
                 # The first break is news; repeats while the peer stays down are not.
-                log.log(logging.INFO if failures == 0 else logging.DEBUG,
+                log.log(logging.INFO if failures == 0 and not self._closed else logging.DEBUG,
                         "stream to %s broke: %s", self.address, _describe(group.exceptions[0]))
                 failures += 1
             self._fail(sent)
@@ -214,7 +219,7 @@ class PeerClient:
         self._replica_out.clear()
         for fut in self._acks.values():
             if not fut.done():
-                fut.set_result(f"connection to replica {self.address} lost")
+                fut.set_result(f"{UNREACHABLE}connection to replica {self.address} lost")
         for call_id, fut in list(self._pending.items()):
             if fut.done():
                 continue
@@ -235,6 +240,16 @@ class PeerClient:
             await asyncio.sleep(0.01)
         self._closed = True
         if self._task is not None:
+            if self._stream is not None and not self._stream.done() and not self._task.done():
+                # Half-close, and let the peer act on everything sent (a router's last
+                # socket frames) before the stream ends; cancelling could drop them.
+                left = max(0.05, deadline - time.monotonic())
+                try:
+                    async with asyncio.timeout(left):
+                        await self._stream.done_writing()
+                except Exception as exc:
+                    log.debug("half-close of the stream to %s: %s", self.address, _describe(exc))
+                await asyncio.wait([self._task], timeout=left)
             self._task.cancel()
             try:
                 await self._task

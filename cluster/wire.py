@@ -18,6 +18,7 @@ def call_to_pb(call_id: int, inv: Invocation) -> pb.Call:
         hops=inv.hops,
         chain=inv.chain,
         timeout_ms=max(1, int(inv.timeout * 1000)),
+        object_name=inv.object_name,
     )
     req = inv.request
     if req is not None:
@@ -43,6 +44,7 @@ def call_from_pb(msg: pb.Call) -> Invocation:
         timeout=msg.timeout_ms / 1000.0,
         revision=msg.revision,
         hops=msg.hops,
+        object_name=msg.object_name,
     )
     if msg.WhichOneof("kind") == "http":
         h = msg.http

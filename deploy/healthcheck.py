@@ -20,12 +20,15 @@ import sys
 import urllib.request
 from pathlib import Path
 
-COMMANDS = {"dev", "up", "node", "router", "status", "remove"}
+COMMANDS = {"dev", "up", "node", "router", "status", "usage", "remove"}
 
 
-def find_abode() -> tuple[list[str], dict[str, str]]:
-    """The argv (after the program) and environment of the abode process."""
-    for proc in sorted(Path("/proc").glob("[0-9]*"), key=lambda p: int(p.name)):
+def find_abode(pid: int | None = None) -> tuple[list[str], dict[str, str]]:
+    """The argv (after the program) and environment of the abode process: ``pid``, or
+    the first one found in this container."""
+    procs = [Path(f"/proc/{pid}")] if pid is not None else sorted(
+        Path("/proc").glob("[0-9]*"), key=lambda p: int(p.name))
+    for proc in procs:
         try:
             argv = (proc / "cmdline").read_bytes().decode().split("\0")
             environ_raw = (proc / "environ").read_bytes().decode()
@@ -35,11 +38,12 @@ def find_abode() -> tuple[list[str], dict[str, str]]:
         if args is not None:
             environ = dict(e.split("=", 1) for e in environ_raw.split("\0") if "=" in e)
             return args, environ
-    raise RuntimeError("no abode process found in this container")
+    raise RuntimeError("no abode process found" + (f" at pid {pid}" if pid else ""))
 
 
 def _abode_args(argv: list[str]) -> list[str] | None:
-    argv = [a for a in argv if a]
+    if argv and argv[-1] == "":  # /proc/PID/cmdline ends with a NUL
+        argv = argv[:-1]
     for i, arg in enumerate(argv):
         if os.path.basename(arg) == "abode":
             rest = argv[i + 1:]
@@ -77,12 +81,13 @@ def check_node(listen: str) -> str:
             f"{info.active_objects} objects, {info.pending_ranges} ranges arriving")
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    """``abode-healthcheck [PID]``: check the abode process ``PID`` (default: find it)."""
     from cluster.cli.__main__ import apply_environment, build_parser
 
     try:
-        argv, environ = find_abode()
-        args = apply_environment(build_parser(), argv, environ)
+        abode_argv, environ = find_abode(int(argv[0]) if argv else None)
+        args = apply_environment(build_parser(), abode_argv, environ)
         if args.command in ("router", "dev"):
             print(check_router(args.host, args.port))
         elif args.command == "node":
@@ -96,4 +101,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

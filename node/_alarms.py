@@ -100,6 +100,12 @@ class AlarmScheduler:
                 self._failed(oid, ns, when, outcome)
             else:
                 self._retries.pop(oid, None)
+            current = self._current.get(oid)
+            if current is not None and current != when and oid not in self._retries:
+                # Moved while this firing was in flight: its heap entry may have come due
+                # and been skipped meanwhile, so schedule it again.
+                heapq.heappush(self._heap, (current, oid, ns))
+                self._wake.set()
 
         self._runtime.fire_alarm(oid, ns, when, AlarmInfo(retry), done)
 

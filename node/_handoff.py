@@ -98,7 +98,10 @@ class Handoff:
             log.info("this node was removed from the cluster: handing off its ranges")
             if self._leaving_span == 0:
                 self.released.set()
+        # Until their new owners pull them, this node still holds the moving ranges.
+        self.ownership.releasing.discard(r for ranges in incoming.values() for r in ranges)
         if outgoing:
+            self.ownership.releasing.add(outgoing)
             log.info("membership revision %d: %d ranges move away from this node",
                      new.revision, len(outgoing))
         if not incoming:
@@ -189,6 +192,8 @@ class Handoff:
         else:
             await self._wait_own_pulls(ranges)
             await self._quiesce(ranges)
+            # From here on the puller has the ranges: a late commit here would be lost.
+            self.ownership.releasing.discard(ranges)
         batch: list[pb.KeyValue] = []
         for start, end in ranges:
             for key, value in self.store.scan_positions(start, end):
@@ -227,7 +232,11 @@ class Handoff:
             await pending.wait_changed(1.0)
 
     async def _quiesce(self, ranges: Ranges, timeout: float = 10.0) -> None:
-        """Let objects in the ranges finish what they started, then evict them."""
+        """Let objects in the ranges finish what they started, then evict them.
+
+        An object still busy after `timeout` fails the pull (the puller retries):
+        evicting it would leave its running event beside the new home's instance.
+        """
         def in_ranges(oid: bytes) -> bool:
             p = ring_position(oid)
             return any(s <= p < (e or KEYSPACE) for s, e in ranges)
@@ -235,8 +244,10 @@ class Handoff:
         deadline = time.monotonic() + timeout
         while True:
             busy = [h for k, h in self.runtime.hosts.items() if in_ranges(k) and not h.idle]
-            if not busy or time.monotonic() > deadline:
+            if not busy:
                 break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(busy)} objects in the ranges are still busy")
             await asyncio.sleep(0.01)
         for key in [k for k in self.runtime.hosts if in_ranges(k)]:
             self.runtime.evict(key)

@@ -230,15 +230,19 @@ class ObjectHost:
                 await self._blockers.pop(0)
             if storage.depth == 1 and storage.alarm_touched():
                 alarm = (await storage.get_alarm(),)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             storage.discard()
-            raise
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # the runtime is stopping this event
+            outcome = exc  # the handler's own await was cancelled: its event failed
+            self._failed(ev)
         except AbortSignal as sig:
             storage.discard()
             outcome = sig.to_error()
             self.broken = True
             self._failed(ev)
-        except Exception as exc:
+        except BaseException as exc:  # not only Exception: a pump must never die mid-event
             storage.discard()
             outcome = exc
             self._failed(ev)
@@ -356,7 +360,7 @@ def _after_commit(fut: asyncio.Future[None] | None, outcome: Any) -> Any:
 
 def _reply(ev: Event, outcome: Any) -> None:
     if ev.reply is not None:
-        if isinstance(outcome, Exception) and not isinstance(outcome, AbodeError):
+        if isinstance(outcome, BaseException) and not isinstance(outcome, AbodeError):
             # A handler's own exception reaches every caller (local or across the wire)
             # as a RemoteError carrying its type and message.
             outcome = RemoteError(str(outcome), type(outcome).__name__)

@@ -89,6 +89,8 @@ class ClusterNode:
         assert self.server.service is not None
         self.server.service.handoff = self.handoff
         self.server.service.replicas = ReplicaSink(self.node_id, view, runtime, self.server.peers)
+        catchup = self.catchup
+        self.server.service.waiting = lambda: catchup.waiting
         self.server.dispatcher.ownership = self.ownership
         await self._go_live()
         view.add_listener(self.handoff.on_view)
@@ -122,8 +124,16 @@ class ClusterNode:
 
     def _commit_fence(self, batch: object) -> str | None:
         assert self.ownership is not None
-        reason = self.ownership.fenced()
-        if reason is None and not self.ownership.owns(batch.object_id):  # type: ignore[attr-defined]
+        # Commits keep half the margin admission keeps: an event admitted just before
+        # the node fenced itself may still commit, yet always before etcd could expire
+        # the lease (and another node could become home).
+        reason = None
+        if self.lease is None or not self.lease.fresh(self.member.fencing_margin / 2):
+            reason = f"node {self.node_id} lost its lease"
+        oid = batch.object_id  # type: ignore[attr-defined]
+        # An object whose range moved away commits until its new owner pulls it: the
+        # pull waits for those commits and carries them along.
+        if reason is None and not self.ownership.owns(oid) and not self.ownership.releasing_object(oid):
             reason = "the object moved to another node"
         return reason
 

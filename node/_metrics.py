@@ -394,8 +394,8 @@ class NodeMetrics(Observer):
         hosts = runtime.hosts
         for info in list(runtime.sockets.sockets.values()):
             opened[(info.namespace,)] += 1
-            host = hosts.get(info.object_id)
-            if host is None or host.instance is None:
+            owner = hosts.get(info.object_id)
+            if owner is None or owner.instance is None:
                 hibernated[(info.namespace,)] += 1
         yield gauge("abode_node_websockets_open", "Client WebSockets accepted by objects "
                     "here and still open.", ["namespace"], opened)

@@ -93,6 +93,52 @@ class RangeSet:
         return len(self._starts)
 
 
+class PositionSet:
+    """A set of ring positions kept as sorted, disjoint, merged half-open spans.
+
+    Unlike `RangeSet`, any span may be taken out of it, whatever spans were put in.
+    """
+
+    def __init__(self) -> None:
+        self._spans: list[tuple[int, int]] = []
+
+    def add(self, ranges: Iterable[tuple[int, int]]) -> None:
+        spans = sorted([*self._spans, *((s, e or 1 << 64) for s, e in ranges)])
+        merged: list[tuple[int, int]] = []
+        for start, end in spans:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        self._spans = merged
+
+    def discard(self, ranges: Iterable[tuple[int, int]]) -> None:
+        # One sweep over both sorted lists: a handoff cuts hundreds of ranges at once.
+        cuts = sorted((s, e or 1 << 64) for s, e in ranges)
+        kept: list[tuple[int, int]] = []
+        j = 0
+        for start, end in self._spans:
+            while j < len(cuts) and cuts[j][1] <= start:
+                j += 1
+            cursor = start
+            k = j
+            while k < len(cuts) and cuts[k][0] < end:
+                if cuts[k][0] > cursor:
+                    kept.append((cursor, cuts[k][0]))
+                cursor = max(cursor, cuts[k][1])
+                k += 1
+            if cursor < end:
+                kept.append((cursor, end))
+        self._spans = kept
+
+    def contains(self, position: int) -> bool:
+        i = bisect.bisect_right(self._spans, (position, 1 << 65)) - 1
+        return i >= 0 and position < self._spans[i][1]
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+
 class RingOwnership(Ownership):
     def __init__(
         self, node_id: str, view: MembershipView, lease_fresh: Callable[[], bool]
@@ -101,6 +147,10 @@ class RingOwnership(Ownership):
         self.view = view
         self._lease_fresh = lease_fresh
         self.pending = RangeSet()  # ranges this node is pulling: requests wait
+        # Ranges that moved away from this node but whose new owner has not pulled them
+        # yet: this node still holds their only copy, so events it admitted before the
+        # change may finish and commit. Serving the pull takes them out (after quiesce).
+        self.releasing = PositionSet()
 
     @property
     def revision(self) -> int:
@@ -123,6 +173,10 @@ class RingOwnership(Ownership):
                 return Decision.WAIT, "object is moving to this node"
             return Decision.LOCAL, ""
         return Decision.FORWARD, self.view.address_of(owner)
+
+    def releasing_object(self, object_id: bytes) -> bool:
+        """Whether the object moved away but this node still holds it (not yet pulled)."""
+        return len(self.releasing) > 0 and self.releasing.contains(ring_position(object_id))
 
     def fenced(self) -> str | None:
         if not self._lease_fresh():

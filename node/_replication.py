@@ -37,7 +37,8 @@ from node._store import Batch
 
 log = logging.getLogger(__name__)
 
-REPLICA_TIMEOUT = 5.0
+REPLICA_TIMEOUT = 5.0  # one attempt
+RETRY_SECONDS = 10.0  # every attempt for one group
 KEYSPACE = 1 << 64
 
 
@@ -71,6 +72,7 @@ class Replicator:
         self.peers = peers
         self.batches_sent = 0
         self.failures = 0
+        self.retries = 0
         self.last_latency = 0.0
 
     def targets(self, object_id: bytes) -> list[str]:
@@ -81,35 +83,99 @@ class Replicator:
         return [n for n in prefs if n != self.node_id and n in view.live]
 
     async def replicate(self, batches: list[Batch]) -> dict[int, str]:
-        """Ship the group; returns {index of a failed batch: why}."""
-        by_target: dict[str, list[tuple[int, pb.ReplicaWrite]]] = {}
+        """Ship the group; returns {index of a failed batch: why}.
+
+        A replica that does not take a batch is asked again (resends are harmless:
+        versions make them idempotent) until it does, or it is no longer a live node
+        of the object's preference list (a dead replica catches up before it may be
+        home again), or this node is no longer the object's home, or RETRY_SECONDS
+        pass. So a replica's death delays commits by about a lease TTL instead of
+        failing them.
+        """
         revision = self.view.revision
+        owed: dict[int, set[str]] = {}  # batch index -> replicas that have not acked it
         for i, batch in enumerate(batches):
-            for node in self.targets(batch.object_id):
-                by_target.setdefault(node, []).append(
-                    (i, _to_pb(batch, batch.namespace, revision))
-                )
-        if not by_target:
+            targets = self.targets(batch.object_id)
+            if targets:
+                owed[i] = set(targets)
+        if not owed:
             return {}
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        nodes = list(by_target)
-        results = await asyncio.gather(*(
-            self.peers.get(self.view.address_of(n)).replicate(
-                [w for _, w in by_target[n]], REPLICA_TIMEOUT)
-            for n in nodes
-        ))
-        self.last_latency = loop.time() - t0
+        deadline = t0 + RETRY_SECONDS
+        why: dict[int, str] = {}
         failed: dict[int, str] = {}
-        for node, errors in zip(nodes, results, strict=True):
-            for (i, _), error in zip(by_target[node], errors, strict=True):
-                self.batches_sent += 1
-                if error:
-                    failed[i] = f"replica {node}: {error}"
+        backoff = 0.05
+        while True:
+            by_target: dict[str, list[int]] = {}
+            for i in sorted(owed):  # in group order, so each object's versions ascend
+                for node in owed[i]:
+                    by_target.setdefault(node, []).append(i)
+            nodes = list(by_target)
+            results = await asyncio.gather(*(
+                self._attempt(n, [_to_pb(batches[i], batches[i].namespace, revision)
+                                  for i in by_target[n]])
+                for n in nodes
+            ))
+            for node, errors in zip(nodes, results, strict=True):
+                for i, error in zip(by_target[node], errors, strict=True):
+                    self.batches_sent += 1
+                    if error:
+                        why[i] = f"replica {node}: {error}"
+                    else:
+                        owed[i].discard(node)
+            owed = {i: nodes for i, nodes in owed.items() if nodes}
+            # Still owed: only by replicas that are still live copies of a batch whose
+            # object this node still serves, and only while time is left.
+            failed.update(self._settle(batches, owed, deadline, why))
+            if not owed:
+                break
+            self.retries += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 0.5)
+            revision = self.view.revision
+        self.last_latency = loop.time() - t0
         if failed:
             self.failures += len(failed)
             log.warning("replication failed for %d batches: %s", len(failed),
                         next(iter(failed.values())))
+        return failed
+
+    async def _attempt(self, node: str, writes: list[pb.ReplicaWrite]) -> list[str]:
+        """One try at one replica; it ends early if the replica stops being live."""
+        send = asyncio.ensure_future(
+            self.peers.get(self.view.address_of(node)).replicate(writes, REPLICA_TIMEOUT))
+        down = asyncio.ensure_future(
+            self.view.wait_for(lambda v: node not in v.live, REPLICA_TIMEOUT + 1.0))
+        try:
+            await asyncio.wait({send, down}, return_when=asyncio.FIRST_COMPLETED)
+            if send.done():
+                return send.result()
+            return [f"replica {node} is down"] * len(writes)
+        finally:
+            for task in (send, down):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(send, down, return_exceptions=True)
+
+    def _settle(
+        self, batches: list[Batch], owed: dict[int, set[str]], deadline: float,
+        why: dict[int, str],
+    ) -> dict[int, str]:
+        """Forgive replicas that are no longer copies; fail what cannot be acked."""
+        failed: dict[int, str] = {}
+        late = asyncio.get_running_loop().time() > deadline
+        for i in list(owed):
+            oid = batches[i].object_id
+            if home_of(self.view, oid)[0] != self.node_id:
+                failed[i] = f"{why.get(i)}; this node is no longer the object's home"
+            else:
+                owed[i] &= set(self.targets(oid))
+                if owed[i] and late:
+                    failed[i] = f"{why.get(i)} (for {RETRY_SECONDS:g} s)"
+                elif owed[i]:
+                    continue
+            del owed[i]
         return failed
 
 

@@ -8,6 +8,7 @@ shutdown. Each active object is an ``ObjectHost``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -100,7 +101,7 @@ class Runtime:
             cls = self.app.objects.get(inv.namespace)
             if cls is None:
                 raise UnknownNamespace(f"unknown namespace {inv.namespace!r}")
-            oid = ids.id_from_bytes(inv.namespace, inv.object_id)
+            oid = ids.id_from_bytes(inv.namespace, inv.object_id, inv.object_name or None)
             if not self._accepting:
                 raise Unavailable("node is shutting down", retry_after=1.0)
         except Exception as exc:
@@ -198,7 +199,10 @@ class Runtime:
         # Never ``keep``, the host being created: its caller is about to submit to it,
         # and evicting it would let a second instance of the object start.
         excess = len(self.hosts) - self.config.max_active_objects
-        for key in [k for k, h in self.hosts.items() if h.idle and k != keep][:excess]:
+        # Oldest first, and stop at the excess: a full scan per activation would make
+        # every miss cost O(active objects).
+        idle = (k for k, h in self.hosts.items() if h.idle and k != keep)
+        for key in list(itertools.islice(idle, excess)):
             self.evict(key)
 
     def evict(self, key: bytes) -> None:

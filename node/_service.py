@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -33,6 +34,7 @@ class NodeService(pb_grpc.NodeServicer):
         # Set once the node is a cluster member.
         self.handoff: Handoff | None = None
         self.replicas: ReplicaSink | None = None
+        self.waiting: Callable[[], Iterable[str]] = lambda: ()
         self.metrics_url = ""  # set by the process that serves this node's /metrics
 
     async def Exchange(  # type: ignore[override]  # noqa: N802
@@ -129,6 +131,7 @@ class NodeService(pb_grpc.NodeServicer):
             open_sockets=self._runtime.sockets.count,
             pending_alarms=self._runtime.alarms.pending,
             pending_ranges=len(self.handoff.ownership.pending) if self.handoff else 0,
+            waiting=sorted(self.waiting()),
             namespaces=self._runtime.app.namespaces,
             metrics_url=self.metrics_url,
         )

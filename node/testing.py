@@ -41,15 +41,11 @@ from cluster.app import App
 from cluster.env import Env, Stub
 from cluster.errors import (
     AbodeError,
-    CallTimeout,
-    InvalidId,
-    Refused,
     RemoteError,
-    RequestTooLarge,
-    UnknownMethod,
     UnknownNamespace,
 )
-from cluster.http import HeadersLike, Request, Response, error_response
+from cluster.http import HeadersLike, Request, Response
+from cluster.http_status import error_to_response
 from cluster.ids import ObjectId
 from cluster.sockets import NORMAL, Frame, FrameKind, new_socket_id
 from node._dispatch import Dispatcher, PeerPool
@@ -61,30 +57,10 @@ from node._store import ALARM, DATA, Store, alarm_record_time
 
 __all__ = ["ObjectTestbed", "SocketClosed", "TestSocket", "TestStub", "UpgradeRefused"]
 
-# The router's error -> HTTP status table (router/_errors.py), for the errors that can
-# occur in one process. tests/testing pins that the two agree.
-_HTTP_STATUS: list[tuple[type[AbodeError], int]] = [
-    (InvalidId, 400),
-    (UnknownNamespace, 404),
-    (UnknownMethod, 404),
-    (RequestTooLarge, 413),
-    (Refused, 503),
-    (CallTimeout, 504),
-    (AbodeError, 500),
-]
-
 _ROUTER = "testbed"  # the router id that the testbed's WebSocket clients belong to
 _SOCKET_QUEUE = 10_000
 
 ClassOrName = type[DurableObject] | str | None
-
-
-def http_status(exc: AbodeError) -> int:
-    """The status the router answers ``exc`` with."""
-    for cls, status in _HTTP_STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 500
 
 
 class TestStub:
@@ -114,8 +90,7 @@ class TestStub:
         try:
             return await self.stub.fetch(request, method=method, headers=headers, body=body)
         except AbodeError as exc:
-            retry_after = exc.retry_after if isinstance(exc, Refused) else None
-            return error_response(http_status(exc), str(exc) or exc.code, retry_after=retry_after)
+            return error_to_response(exc)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stub, name)

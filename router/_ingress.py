@@ -11,8 +11,8 @@ from cluster.app import App
 from cluster.env import Env
 from cluster.errors import AbodeError, RequestTooLarge
 from cluster.http import Request, Response, error_response
+from cluster.http_status import error_to_response
 from cluster.sockets import SocketOwner
-from router._errors import error_to_response
 from router._websockets import SocketHub
 
 log = logging.getLogger(__name__)

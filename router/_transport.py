@@ -12,6 +12,10 @@ from cluster.peer import FrameHandler, PeerClient
 from cluster.placement import Placement
 from cluster.sockets import Frame
 
+# How long a stream to a node that left stays open for the answers of its calls in
+# flight; a little over the default call timeout, after which they fail anyway.
+RETIRE_SECONDS = 35.0
+
 
 class RouterTransport:
     def __init__(
@@ -27,11 +31,18 @@ class RouterTransport:
         self.on_frames = on_frames
         self.on_lost = on_lost
         self._peers: dict[str, PeerClient] = {}
+        # Streams to nodes that went away, kept until their calls in flight are answered.
+        self._retiring: dict[str, tuple[PeerClient, asyncio.Task[None]]] = {}
         self.retry_budget = 3.0
         self.retries = 0
 
     def peer(self, address: str) -> PeerClient:
         peer = self._peers.get(address)
+        if peer is None and address in self._retiring:
+            # The node came back (its lease lapsed and was renewed): keep its stream.
+            peer, task = self._retiring.pop(address)
+            task.cancel()
+            self._peers[address] = peer
         if peer is None:
             peer = self._peers[address] = PeerClient(
                 address,
@@ -79,11 +90,34 @@ class RouterTransport:
         return address
 
     async def retain(self, addresses: set[str]) -> None:
-        """Close the streams to nodes that are gone (no longer live at those addresses)."""
+        """Close the streams to nodes that are gone (no longer live at those addresses).
+
+        A stream with calls in flight closes once they are answered (bounded): a node
+        whose lease only lapsed still answers them, and cutting its stream would turn
+        each into a 502 (the call may have run) instead of its real outcome.
+        """
         for address in [a for a in self._peers if a not in addresses]:
-            await self._peers.pop(address).close(flush_timeout=0)
+            peer = self._peers.pop(address)
+            if not peer.in_flight:
+                await peer.close(flush_timeout=0)
+            elif address not in self._retiring:
+                task = asyncio.get_running_loop().create_task(self._retire(address, peer))
+                self._retiring[address] = (peer, task)
+
+    async def _retire(self, address: str, peer: PeerClient) -> None:
+        deadline = time.monotonic() + RETIRE_SECONDS
+        while peer.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self._retiring.get(address, (None,))[0] is peer:
+            del self._retiring[address]
+        await peer.close(flush_timeout=0)
 
     async def close(self) -> None:
+        for peer, task in list(self._retiring.values()):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await peer.close(flush_timeout=0)
+        self._retiring.clear()
         for peer in self._peers.values():
             await peer.close()
         self._peers.clear()

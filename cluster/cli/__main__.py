@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="one node and one router in one process, for writing apps")
-    dev.add_argument("app", help="module path (examples.counter) or file (path/app.py)")
+    dev.add_argument("app", nargs="?", help="module path (examples.counter) or file (path/app.py)")
     dev.add_argument("--port", type=int, default=8787)
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--data", default=".abode")
@@ -41,10 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--storage-scan-interval", type=float, default=60.0,
                      help="seconds between walks that measure stored bytes per namespace")
     _runtime_flags(dev)
+    dev.add_argument("--max-body", type=int, default=32 * MIB, help="request body limit, bytes")
     _ready_flag(dev)
 
     up = sub.add_parser("up", help="a local cluster: etcd, nodes and routers on loopback")
-    up.add_argument("app", help="module path (examples.counter) or file (path/app.py)")
+    up.add_argument("app", nargs="?", help="module path (examples.counter) or file (path/app.py)")
     up.add_argument("--nodes", type=int, default=3)
     up.add_argument("--routers", type=int, default=2)
     up.add_argument("--replicas", type=int, default=1)
@@ -115,7 +116,6 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--idle-timeout", type=float, default=30.0,
                    help="seconds without events before an object is evicted")
     p.add_argument("--max-queue", type=int, default=1000, help="mailbox bound per object")
-    p.add_argument("--max-body", type=int, default=32 * MIB, help="request body limit, bytes")
     p.add_argument("--call-timeout", type=float, default=30.0, help="seconds a call may wait")
     p.add_argument("--max-active-objects", type=int, default=10_000)
     p.add_argument("--alarm-retry-base", type=float, default=2.0,
@@ -125,9 +125,10 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
 def apply_environment(parser: argparse.ArgumentParser, argv: Sequence[str],
                       environ: dict[str, str]) -> argparse.Namespace:
     """Parse ``argv``; a flag not given falls back to ``ABODE_<FLAG>``; flags win."""
-    for sub in _subparsers(parser):
+    for sub in [parser, *_subparsers(parser)]:
         for action in sub._actions:
-            if not action.option_strings or action.dest == "help":
+            optional_positional = not action.option_strings and action.nargs == "?"
+            if (not action.option_strings and not optional_positional) or action.dest == "help":
                 continue
             key = "ABODE_" + action.dest.upper()
             if key not in environ:
@@ -136,9 +137,12 @@ def apply_environment(parser: argparse.ArgumentParser, argv: Sequence[str],
             try:
                 action.default = action.type(raw) if callable(action.type) else raw
             except (TypeError, ValueError):
-                parser.error(f"{key}={raw!r} is not a valid value for {action.option_strings[0]}")
+                parser.error(f"{key}={raw!r} is not a valid value for {key[6:].lower()}")
             action.required = False
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "app", "") is None:
+        parser.error("name the app: abode dev APP (or set ABODE_APP)")
+    return args
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from cluster.app import load_app
 from cluster.cli._common import host_of, metrics_url, start_metrics, write_ready
-from cluster.membership import EtcdSession, MembershipView
+from cluster.membership import EtcdSession, Lease, MembershipView
 from cluster.metrics import new_registry
 from cluster.placement import RingPlacement
 from node._member import ClusterNode, MemberConfig
@@ -109,19 +109,45 @@ async def run_router(cfg: RouterProcessConfig, stop: asyncio.Event) -> None:
 
     view.add_listener(connect_all)
     metrics, metrics_port = await start_metrics(cfg.metrics_port, registry, cfg.router.host)
-    lease = None
+    lease: Lease | None = None
+    keeper: asyncio.Task[None] | None = None
+
+    async def keep_registered() -> None:
+        # A lease etcd expired (the router was cut off from etcd for a TTL) is replaced,
+        # so nodes see this router again instead of treating it as dead for good.
+        nonlocal lease
+        while True:
+            assert lease is not None
+            await lease.wait_expired()
+            log.warning("router %s lost its lease; registering again", server.router_id)
+            backoff = 0.2
+            while True:
+                try:
+                    lease = await session.start_lease()
+                    await session.register_router(server.router_id, lease, address=server.url)
+                    log.info("router %s registered again with a new lease", server.router_id)
+                    break
+                except Exception as exc:
+                    log.warning("cannot register router yet: %r", exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+
     try:
         await server.start()
         await connect_all(view)
         # Nodes learn of this router (and of its death) from its key on its own lease.
         lease = await session.start_lease()
         await session.register_router(server.router_id, lease, address=server.url)
+        keeper = asyncio.get_running_loop().create_task(keep_registered())
         print(f"abode router {server.router_id} serving {cfg.app} at {server.url}", flush=True)
         write_ready(cfg.ready_file, {"url": server.url, "port": server.port,
                                      "router_id": server.router_id,
                                      "metrics_port": metrics_port, "pid": os.getpid()})
         await stop.wait()
     finally:
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
         await server.stop()
         if lease is not None:
             await lease.revoke()

@@ -102,13 +102,17 @@ class Box(DurableObject):
             except UnknownMethod as exc:
                 return Response.json({"type": type(exc).__name__, "message": str(exc)})
             return Response.json({"value": value})
+        if op == "fan-in":
+            # This object calls another, which calls back into this one twice at once.
+            other = self.env.Box.get_by_name(parts[1])
+            return Response.json({"results": await other.fan_in(self.ctx.id.hex)})
         if op == "chain":
             # A -> B -> A: B calls back into this object within the same call chain.
             other = self.env.Box.get_by_name(parts[1])
             return Response.json({"value": await other.call_back(self.ctx.id.hex)})
         if op == "deadlock":
             # Hold this object, then call one that is held the same way by another chain.
-            await asyncio.sleep(float(q.get("hold", "0.3")))
+            await asyncio.sleep(float(q.get("hold", "0.6")))
             other = self.env.Box.get_by_name(parts[1])
             if q.get("catch"):
                 try:
@@ -136,7 +140,10 @@ class Box(DurableObject):
             await storage.set_alarm(when)
             return Response.json({"when": when})
         if op == "set-then-sleep":
-            # Move the alarm, then stay busy while the old one's event waits in the mailbox.
+            # Move the alarm, then stay busy while the old one's event waits in the mailbox
+            # (behind a wait_until task too, when task_ms is given).
+            if "task_ms" in q:
+                self.ctx.wait_until(asyncio.sleep(int(q["task_ms"]) / 1000))
             await storage.set_alarm(now_ms() + int(q["in_ms"]))
             await asyncio.sleep(int(q["sleep_ms"]) / 1000)
             return Response.json({"ok": True})
@@ -176,6 +183,23 @@ class Box(DurableObject):
     async def call_back(self, caller_hex: str) -> str:
         caller = self.env.Box.get(self.env.Box.id_from_string(caller_hex))
         return "back:" + await caller.pong()
+
+    async def fan_in(self, target_hex: str) -> list[str]:
+        """Call back into ``target`` twice at once (both calls are in its call chain)."""
+        target = self.env.Box.get(self.env.Box.id_from_string(target_hex))
+        results = await asyncio.gather(
+            target.put_later("x", 0.05, 0.2), target.put_later("y", 0.1, 0, True),
+            return_exceptions=True,
+        )
+        return [str(r) for r in results]
+
+    async def put_later(self, key: str, before: float, after: float, fail: bool = False) -> str:
+        await asyncio.sleep(before)
+        await self.ctx.storage.put(key, "written")
+        await asyncio.sleep(after)
+        if fail:
+            raise ValueError(f"{key} fails")
+        return f"{key} ok"
 
     async def put_abort_get(self, target: str) -> list[Any]:
         """Queue put, abort and get on ``target`` together, in that order."""

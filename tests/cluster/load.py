@@ -1,6 +1,6 @@
 """Client-side load for cluster tests: counters incremented through every router.
 
-Each worker POSTs to ``/Tally/{name}`` through the routers in turn and records what
+Each worker POSTs to ``/{namespace}/{name}`` (``Tally`` or ``Recorder``) through the routers in turn and records what
 came back. An acknowledged increment (200) carries the counter's new value; a 503
 means the event never ran (safe to retry); anything else is kept as an error sample.
 """
@@ -58,6 +58,7 @@ class CounterLoad:
     urls: Sequence[str]
     names: Sequence[str]
     workers: int = 8
+    namespace: str = "Tally"
     acked: dict[str, list[int]] = field(default_factory=dict)
     statuses: Counter[int] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
@@ -81,7 +82,8 @@ class CounterLoad:
         for name in names:
             if self._stop.is_set():
                 return
-            url = f"{self.urls[(next(routers) + worker) % len(self.urls)]}/Tally/{name}"
+            router = self.urls[(next(routers) + worker) % len(self.urls)]
+            url = f"{router}/{self.namespace}/{name}"
             try:
                 async with self.http.post(url) as resp:
                     self.statuses[resp.status] += 1

@@ -7,27 +7,10 @@ import random
 import re
 
 from examples.doc import replay
-from tests.examples.helpers import call, rpc
+from tests.examples.helpers import call, edit_until_applied, rpc
 
 CLIENTS = 10
 EDITS = 20
-
-
-async def edit_until_applied(http, url, client, seq, make_edit, state):
-    """Send one edit made against ``state``; on 409, re-make it against the version and
-    text the answer carries and retry. Updates ``state`` to the text after the edit."""
-    for _ in range(1000):
-        edit = {"client": client, "seq": seq, "base": state["version"], **make_edit(state["text"])}
-        status, body = await call(http, "POST", f"{url}/edit", edit)
-        if status == 200:
-            assert "duplicate" not in body and body["version"] == state["version"] + 1
-            # The edit went in right on top of the text it was made against.
-            state.update(version=body["version"], text=replay([edit], state["text"]))
-            return body["version"]
-        assert status == 409, body
-        assert body["error"] == "stale base version" and body["version"] > state["version"]
-        state.update(version=body["version"], text=body["text"])
-    raise AssertionError(f"{client} made no progress in 1000 attempts")
 
 
 async def test_concurrent_clients_converge_with_every_insert_exactly_once(app, http):

@@ -7,12 +7,11 @@ import os
 
 import pytest
 
-from cluster.errors import CODES, Overloaded, RemoteError, UnknownMethod
+from cluster.errors import Overloaded, RemoteError, UnknownMethod
 from examples.chat import ChatRoom
 from examples.counter import Counter
 from examples.ratelimit import RateLimiter
-from node.testing import ObjectTestbed, SocketClosed, UpgradeRefused, http_status
-from router._errors import status_for
+from node.testing import ObjectTestbed, SocketClosed, UpgradeRefused
 from tests.harness import assert_eventually
 from tests.testing.objects import Account, Bank, Booted, Echo, Faulty, Reminder
 
@@ -204,12 +203,6 @@ async def test_wait_until_and_settle() -> None:
         await tb.get("w").later()
         await tb.settle()
         assert tb.storage("w") == {"later": True}
-
-
-def test_http_status_table_matches_the_router() -> None:
-    for cls in CODES.values():
-        exc = cls("x")
-        assert http_status(exc) == status_for(exc), cls
 
 
 def test_rejects_classes_that_are_not_durable_objects() -> None:

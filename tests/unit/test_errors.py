@@ -6,7 +6,7 @@ import pytest
 
 from cluster import errors, wire
 from cluster.http import Response
-from router._errors import HTTP_STATUS, error_to_response, status_for
+from cluster.http_status import HTTP_STATUS, error_to_response, status_for
 
 
 @pytest.mark.parametrize("cls", sorted(errors.CODES.values(), key=lambda c: c.code))

@@ -333,6 +333,7 @@ class Call(_message.Message):
     HOPS_FIELD_NUMBER: _builtins.int
     CHAIN_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    OBJECT_NAME_FIELD_NUMBER: _builtins.int
     HTTP_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
     id: _builtins.int
@@ -347,6 +348,8 @@ class Call(_message.Message):
     """Call chain the call belongs to (A -> B -> A re-entry is admitted)."""
     timeout_ms: _builtins.int
     """Milliseconds the caller will wait; the callee drops it unstarted after that."""
+    object_name: _builtins.str
+    """For ids made by id_from_name: the name (the object sees it as ctx.id.name)."""
     @_builtins.property
     def http(self) -> Global___HttpRequest: ...
     @_builtins.property
@@ -361,12 +364,13 @@ class Call(_message.Message):
         hops: _builtins.int = ...,
         chain: _builtins.bytes = ...,
         timeout_ms: _builtins.int = ...,
+        object_name: _builtins.str = ...,
         http: Global___HttpRequest | None = ...,
         method: Global___MethodCall | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["http", b"http", "kind", b"kind", "method", b"method"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain", "hops", b"hops", "http", b"http", "id", b"id", "kind", b"kind", "method", b"method", "namespace", b"namespace", "object_id", b"object_id", "revision", b"revision", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain", b"chain", "hops", b"hops", "http", b"http", "id", b"id", "kind", b"kind", "method", b"method", "namespace", b"namespace", "object_id", b"object_id", "object_name", b"object_name", "revision", b"revision", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["http", "method"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
@@ -464,6 +468,7 @@ class InfoReply(_message.Message):
     OPEN_SOCKETS_FIELD_NUMBER: _builtins.int
     PENDING_ALARMS_FIELD_NUMBER: _builtins.int
     PENDING_RANGES_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
     METRICS_URL_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     revision: _builtins.int
@@ -476,6 +481,10 @@ class InfoReply(_message.Message):
     """Where this node serves Prometheus metrics (and /usage); empty without --metrics-port."""
     @_builtins.property
     def namespaces(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def waiting(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Peers this node has not caught up from yet (it may not be home for their objects)."""
+
     def __init__(
         self,
         *,
@@ -486,11 +495,12 @@ class InfoReply(_message.Message):
         open_sockets: _builtins.int = ...,
         pending_alarms: _builtins.int = ...,
         pending_ranges: _builtins.int = ...,
+        waiting: _abc.Iterable[_builtins.str] | None = ...,
         metrics_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_objects", b"active_objects", "metrics_url", b"metrics_url", "namespaces", b"namespaces", "node_id", b"node_id", "open_sockets", b"open_sockets", "pending_alarms", b"pending_alarms", "pending_ranges", b"pending_ranges", "revision", b"revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_objects", b"active_objects", "metrics_url", b"metrics_url", "namespaces", b"namespaces", "node_id", b"node_id", "open_sockets", b"open_sockets", "pending_alarms", b"pending_alarms", "pending_ranges", b"pending_ranges", "revision", b"revision", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

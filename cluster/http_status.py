@@ -1,4 +1,7 @@
-"""Domain error -> HTTP response: the one table the router answers errors from."""
+"""Domain error -> HTTP response: the one table errors are answered from.
+
+The router uses it, and so does ``node.testing`` (which answers like a router).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from cluster.errors import (
     Aborted,
     CallTimeout,
     CommitFailed,
+    ConnectionLost,
     InvalidId,
     Refused,
     RemoteError,
@@ -15,7 +19,6 @@ from cluster.errors import (
     UnknownNamespace,
 )
 from cluster.http import Response, error_response
-from cluster.peer import ConnectionLost
 
 # Most specific first: the first row whose class matches wins.
 HTTP_STATUS: list[tuple[type[AbodeError], int]] = [
