@@ -12,7 +12,7 @@ from typing import Any
 from cluster import codec, ids
 from cluster.errors import AbodeError, UnknownNamespace
 from cluster.http import HeadersLike, Request, Response
-from cluster.invocation import Invocation, Transport, chain_for_call
+from cluster.invocation import Invocation, Transport, chain_for_call, timeout_for_call
 from cluster.routing import route_request
 
 
@@ -90,7 +90,7 @@ class Namespace:
             namespace=self.name,
             object_id=object_id.raw,
             chain=chain_for_call(),
-            timeout=self._env.call_timeout,
+            timeout=timeout_for_call(self._env.call_timeout),
             object_name=object_id.name or "",
             **kind,
         )

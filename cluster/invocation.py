@@ -6,7 +6,9 @@ Routers, stubs inside objects, and the node runtime all speak in Invocations; on
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,9 +20,23 @@ from cluster.http import Request, Response
 current_chain: ContextVar[bytes | None] = ContextVar("abode_chain", default=None)
 
 
+# When the caller of the running event stops waiting (time.monotonic()); inf if never.
+current_deadline: ContextVar[float] = ContextVar("abode_deadline", default=math.inf)
+
+# Time a callee's timeout leaves its caller to handle the timeout and still answer.
+_HANDLING_MARGIN = 0.5
+
+
 def chain_for_call() -> bytes:
     """The running event's chain, or a fresh one for a call that starts a chain."""
     return current_chain.get() or os.urandom(8)
+
+
+def timeout_for_call(call_timeout: float) -> float:
+    """A nested call gives up before the running event's own caller does, so the event
+    can catch ``CallTimeout`` and still answer."""
+    remaining = current_deadline.get() - time.monotonic() - _HANDLING_MARGIN
+    return max(0.1, min(call_timeout, remaining))
 
 
 @dataclass(slots=True)

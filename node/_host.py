@@ -30,7 +30,7 @@ from cluster.errors import (
 )
 from cluster.http import Request, Response
 from cluster.ids import ObjectId
-from cluster.invocation import current_chain
+from cluster.invocation import current_chain, current_deadline
 from cluster.sockets import Frame
 from node._object import RESERVED_METHODS, AbortSignal, AlarmInfo, DurableObject, ObjectContext
 from node._sockets import SocketInfo
@@ -222,6 +222,7 @@ class ObjectHost:
         storage.begin()
         outer, self.running = self.running, ev
         token = current_chain.set(ev.chain)
+        deadline_token = current_deadline.set(ev.deadline)
         outcome: Any
         alarm: tuple[int | None] | None = None
         try:
@@ -253,6 +254,7 @@ class ObjectHost:
             self._commit(storage.end(), alarm)
         finally:
             current_chain.reset(token)
+            current_deadline.reset(deadline_token)
             self.running = outer
             self.last_used = time.monotonic()
             if ev.kind == "task":
