@@ -13,6 +13,7 @@
     ├── RemoteError                 a handler raised; carries the remote type and message
     ├── Aborted                     the object called ctx.abort(reason)
     └── CommitFailed                the event's writes could not be made durable
+        └── CommitUncertain         ... on every copy; they may yet last (replicas)
 
 Errors cross the wire as a stable code (``CODES``) plus message, because one gRPC
 stream multiplexes many calls and a gRPC status would end them all.
@@ -94,6 +95,13 @@ class CommitFailed(AbodeError):
     code = "commit_failed"
 
 
+class CommitUncertain(CommitFailed):
+    """The writes reached some copies but not all (a replica did not take them): they
+    may be lost or may last, like a call whose connection broke."""
+
+    code = "commit_uncertain"
+
+
 CODES: dict[str, type[AbodeError]] = {
     cls.code: cls
     for cls in (
@@ -110,6 +118,7 @@ CODES: dict[str, type[AbodeError]] = {
         RemoteError,
         Aborted,
         CommitFailed,
+        CommitUncertain,
     )
 }
 

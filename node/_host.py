@@ -34,6 +34,7 @@ from cluster.invocation import current_chain, current_deadline
 from cluster.sockets import Frame
 from node._object import RESERVED_METHODS, AbortSignal, AlarmInfo, DurableObject, ObjectContext
 from node._sockets import SocketInfo
+from node._storage import Frame as StorageFrame
 from node._storage import Storage
 from node._websocket import WebSocket
 
@@ -62,6 +63,7 @@ class Event:
     data: Any = None  # ws_message: str | bytes; ws_close: (code, reason, was_clean)
     # Outputs held at the gate with the reply: socket frames, sockets accepted.
     frames: list[tuple[str, Frame]] | None = None  # (router, frame)
+    frame: StorageFrame | None = None  # the event's storage layers
     accepted: list[SocketInfo] | None = None
     undo: list[Callable[[], None]] | None = None  # in-memory socket changes, undone on raise
     queued: float = field(default_factory=time.monotonic)  # arrival (metrics: wait time)
@@ -219,8 +221,10 @@ class ObjectHost:
     async def _run(self, ev: Event) -> None:
         self.runtime.observer.event_started(self, ev)
         storage = self.storage
-        storage.begin()
         outer, self.running = self.running, ev
+        # A re-entrant event sees its parent event's writes and adds its own on top.
+        nested = outer is not None and outer.chain == ev.chain
+        ev.frame = storage.begin(outer.frame if nested and outer is not None else None)
         token = current_chain.set(ev.chain)
         deadline_token = current_deadline.set(ev.deadline)
         outcome: Any
@@ -356,6 +360,8 @@ class ObjectHost:
 
 def _after_commit(fut: asyncio.Future[None] | None, outcome: Any) -> Any:
     if fut is not None and (fut.cancelled() or fut.exception() is not None):
+        if isinstance(exc := None if fut.cancelled() else fut.exception(), CommitFailed):
+            return exc  # e.g. CommitUncertain: a replica did not take the writes
         return CommitFailed("the object's writes could not be made durable; it was reset")
     return outcome
 

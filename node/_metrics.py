@@ -26,6 +26,7 @@ for ``usage_retention`` seconds, in memory: a restart starts from zero) plus sto
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     from node._server import NodeServer
 
 __all__ = ["KINDS", "NodeMetrics", "Observer", "UsageLedger"]
+
+log = logging.getLogger(__name__)
 
 # Event kinds as metrics name them; "task" (wait_until) is not a request.
 KINDS = ("fetch", "rpc", "alarm", "websocket")
@@ -265,7 +268,10 @@ class NodeMetrics(Observer):
     # -- storage walk -------------------------------------------------------------------
     async def _scan_storage_forever(self) -> None:
         while True:
-            await self.scan_storage()
+            try:
+                await self.scan_storage()
+            except Exception as exc:  # the gauges keep the last walk; try again later
+                log.warning("storage walk failed: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(self.storage_scan_interval)
 
     async def scan_storage(self) -> None:

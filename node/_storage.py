@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar, Token
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -49,6 +50,26 @@ _MISSING = object()
 Layer = dict[Any, Any]
 
 
+class Frame(list[Layer]):
+    """The layers one event sees: its parent event's (when it re-entered the object
+    from its own call chain) and its own on top, plus any open transactions.
+
+    Each event has its own frame in its own task's context, so two re-entrant events
+    running side by side each write to their own layer and cannot discard each
+    other's writes.
+    """
+
+    __slots__ = ("storage", "token")
+
+    def __init__(self, storage: StorageReader, layers: list[Layer]) -> None:
+        super().__init__(layers)
+        self.storage = storage
+        self.token: Token[Frame | None] | None = None
+
+
+_frame: ContextVar[Frame | None] = ContextVar("abode_storage_frame", default=None)
+
+
 def _keys(keys: list[str]) -> list[str]:
     if len(keys) > MAX_BATCH_KEYS:
         raise ValueError(f"at most {MAX_BATCH_KEYS} keys per call, got {len(keys)}")
@@ -76,16 +97,21 @@ class StorageReader:
         self._store = store
         # Clean values read from disk and values of events not yet durable.
         self._cache: Layer = {}
-        self._layers: list[Layer] = []
         self.last_commit: asyncio.Future[None] | None = None
         # The object's version as of its latest batch (loaded on the first write).
         self._version: int | None = None
 
+    @property
+    def _layers(self) -> list[Layer]:
+        frame = _frame.get()
+        return frame if frame is not None and frame.storage is self else []
+
     # -- lookups --------------------------------------------------------------------
-    def _lookup(self, key: Any) -> Any:
-        for layer in reversed(self._layers):
-            if key in layer:
-                return layer[key]
+    def _lookup(self, key: Any, *, below_events: bool = False) -> Any:
+        if not below_events:
+            for layer in reversed(self._layers):
+                if key in layer:
+                    return layer[key]
         value = self._cache.get(key, _MISSING)
         if value is _MISSING:
             if key is _ALARM_KEY:
@@ -256,8 +282,9 @@ class Storage(StorageReader):
 
     def put_socket_meta(self, socket_id: str, meta: bytes | None) -> None:
         """Record (or, with None, drop) a socket's metadata with the current event."""
-        if self._layers:
-            self._layers[-1][("ws", socket_id)] = meta
+        layers = self._layers
+        if layers:
+            layers[-1][("ws", socket_id)] = meta
 
     async def set_alarm(self, when: datetime | int | float) -> None:
         self._top()[_ALARM_KEY] = alarm_ms(when)
@@ -267,15 +294,18 @@ class Storage(StorageReader):
 
     async def transaction(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
         txn = Transaction(self)
-        self._layers.append({})
+        layers = self._layers
+        if not layers:
+            self._top()  # raises: outside an event
+        layers.append({})
         try:
             result = await fn(txn)
         except BaseException:
-            self._layers.pop()
+            layers.pop()
             raise
-        layer = self._layers.pop()
+        layer = layers.pop()
         if not txn.rolled_back:
-            self._top().update(layer)
+            layers[-1].update(layer)
         return result
 
     async def sync(self) -> None:
@@ -284,21 +314,34 @@ class Storage(StorageReader):
             await asyncio.shield(self.last_commit)
 
     # -- driven by the runtime ------------------------------------------------------
-    def begin(self) -> None:
-        self._layers.append({})
+    def begin(self, parent: Frame | None = None) -> Frame:
+        """Open an event's frame in this task's context (on top of ``parent``'s layers
+        for an event that re-entered from the running event's call chain)."""
+        frame = Frame(self, [*(parent or ()), {}])
+        frame.token = _frame.set(frame)
+        return frame
+
+    def _close(self) -> Layer:
+        frame = _frame.get()
+        assert frame is not None and frame.storage is self, "no event frame open"
+        layer = frame.pop()
+        assert frame.token is not None
+        _frame.reset(frame.token)
+        return layer
 
     def discard(self) -> None:
-        self._layers.pop()
+        self._close()
 
     def alarm_touched(self) -> bool:
         """Whether the current event set or deleted the alarm."""
         return _ALARM_KEY in self._layers[-1]
 
     def end(self) -> Batch | None:
-        """Fold the top layer into the one below, or into the cache and a Batch."""
-        layer = self._layers.pop()
-        if self._layers:
-            self._layers[-1].update(layer)
+        """Fold the event's layer into its parent event's, or into the cache and a Batch."""
+        frame = _frame.get()
+        layer = self._close()
+        if frame:  # a re-entrant event: its writes join its parent event's
+            frame[-1].update(layer)
             return None
         if not layer:
             return None
@@ -325,7 +368,7 @@ class Storage(StorageReader):
         return batch
 
     def _alarm_ops(self, batch: Batch, when: int | None) -> None:
-        old = self._lookup_below_layers(_ALARM_KEY)
+        old = self._lookup(_ALARM_KEY, below_events=True)
         if old == when:
             return
         if old is not None:
@@ -335,13 +378,6 @@ class Storage(StorageReader):
         else:
             batch.puts.append((self._id + ALARM, alarm_record(when, self._namespace)))
             batch.index_puts.append((alarm_index_key(when, self._id), self._namespace.encode()))
-
-    def _lookup_below_layers(self, key: Any) -> Any:
-        saved, self._layers = self._layers, []
-        try:
-            return self._lookup(key)
-        finally:
-            self._layers = saved
 
     @property
     def depth(self) -> int:

@@ -5,11 +5,17 @@ Layout (raw bytes; ids begin with their ring position, so a ring range is one sc
                  {object id 32B}a                -> msgpack [alarm time (epoch ms), namespace]
                  {object id 32B}n                -> namespace (utf-8)
                  {object id 32B}w{socket id}     -> msgpack socket metadata
-                 {object id 32B}v                -> object version, 8B BE (one per commit;
-                                                    replicas use it to order and repair)
+                 {object id 32B}v                -> object version, 8B BE (see below)
     alarms CF    {when ms 8B BE}{object id 32B}  -> namespace (node-wide alarm index)
     meta CF      name                            -> node-level records (e.g. the last ring
                                                     whose handoffs completed)
+
+Versions: every batch moves its object from version ``base`` to ``version``; a
+replica applies a batch only on top of ``base`` and otherwise takes the whole object
+from the home. Versions are ``(term << 32) + n``, the term being the writer's
+membership revision, so a new home's writes outrank anything an old home wrote
+(acknowledged or not: an old home may hold writes no replica took). Two copies with
+one version hold the same history; catch-up keeps the copy with the higher version.
 
 Which rocksdict calls run where is decided here and only here: point reads and
 bounded scans run on the event loop (microseconds, from the block cache); fsync'd
@@ -29,6 +35,8 @@ from typing import Any, TypeVar
 import msgpack
 from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
+from cluster.errors import CommitUncertain
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -38,6 +46,7 @@ NAMESPACE = b"n"
 SOCKET = b"w"
 VERSION = b"v"
 ID_BYTES = 32
+TERM_SHIFT = 32  # version = (term << TERM_SHIFT) + n
 _ALARMS_CF = "alarms"
 _META_CF = "meta"
 
@@ -65,8 +74,9 @@ def position_key(position: int) -> bytes:
     return position.to_bytes(8, "big")
 
 
-class ReplicationFailed(RuntimeError):
-    """A replica did not take the batch: its outputs must not be released."""
+class ReplicationFailed(CommitUncertain):
+    """A replica did not take the batch: its outputs must not be released. The batch
+    is durable here (and maybe on other replicas), so its fate is uncertain."""
 
 
 class CommitFenced(RuntimeError):
@@ -88,6 +98,7 @@ class Batch:
     deletes: list[bytes] = field(default_factory=list)
     index_puts: list[tuple[bytes, bytes]] = field(default_factory=list)
     index_deletes: list[bytes] = field(default_factory=list)
+    base: int = 0  # the object's version before this batch
 
     def __bool__(self) -> bool:
         return bool(self.puts or self.deletes or self.index_puts or self.index_deletes)
@@ -111,6 +122,8 @@ class Store:
         self._write_opts = WriteOptions()
         self._write_opts.sync = sync
         self.path = path
+        # The term of new versions: the node's membership revision (0 outside a cluster).
+        self.term: Callable[[], int] = lambda: 0
 
     # -- reads (on the loop) --------------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
@@ -167,6 +180,10 @@ class Store:
         raw = self._db.get(object_id + VERSION)
         return 0 if raw is None else int.from_bytes(raw, "big")
 
+    def next_version(self, version: int) -> int:
+        """The version of an object's next batch, after ``version``."""
+        return max(version + 1, self.term() << TERM_SHIFT)
+
     def scan_object(self, object_id: bytes) -> list[tuple[bytes, bytes]]:
         return list(self.scan(object_id, object_id + b"\xff"))
 
@@ -205,15 +222,33 @@ class Store:
                 when, ns = msgpack.unpackb(v)
                 wb.put(alarm_index_key(int(when), oid), ns.encode(), self._alarms_handle)
 
-    def apply_replica(self, batch: Batch) -> bool:
-        """Apply a home's batch on a replica; False if versions show a gap (repair first)."""
-        local = self.object_version(batch.object_id)
-        if local >= batch.version:
-            return True  # already applied (a resend)
-        if local != batch.version - 1:
-            return False
-        self.write([batch])
-        return True
+    def apply_replicas(self, batches: list[Batch]) -> list[bool]:
+        """Apply a home's batches on a replica, in order, with one write. Per batch:
+        True if it is applied (now or before), False if this copy is not at its base
+        (it missed or diverged: the caller repairs the object, then applies again)."""
+        versions: dict[bytes, int] = {}
+        broken: set[bytes] = set()
+        ok: list[bool] = []
+        todo: list[Batch] = []
+        for batch in batches:
+            oid = batch.object_id
+            local = versions.get(oid)
+            if local is None:
+                local = self.object_version(oid)
+            if oid in broken:
+                ok.append(False)
+            elif local == batch.base:
+                todo.append(batch)
+                versions[oid] = batch.version
+                ok.append(True)
+            elif local >= batch.version:
+                ok.append(True)  # a resend of a batch applied before
+            else:
+                broken.add(oid)
+                ok.append(False)
+        if todo:
+            self.write(todo)
+        return ok
 
     def drop_positions(self, ranges: list[tuple[int, int]]) -> int:
         """Delete every key (and alarm index entry) of objects in the ranges."""

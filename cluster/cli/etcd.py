@@ -76,8 +76,11 @@ class EtcdProcess:
     def start(self, ready_timeout: float = 15.0) -> None:
         """Start (or start again on the same ports and data) and wait until healthy."""
         with open(self.log_path, "ab") as log:
+            # A session of its own: a terminal's Ctrl-C reaches `abode up` and its nodes,
+            # not etcd, which `up` stops last, after the nodes have revoked their leases.
             self.proc = subprocess.Popen(
-                self._command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self._command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         self.paused = False
         self.wait_healthy(ready_timeout)

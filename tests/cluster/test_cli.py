@@ -67,6 +67,21 @@ class Up:
             return False
         return True
 
+    def strays(self) -> list[str]:
+        """Processes still running whose command line names this cluster's data dir
+        (etcd, nodes and routers all do)."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(self.data) in cmdline:
+                found.append(f"{proc.name}: {cmdline}")
+        return found
+
     def child_logs(self) -> str:
         parts = []
         for path in sorted((self.data / "logs").glob("*.log")):
@@ -82,6 +97,8 @@ def up(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[list[Up]]:
         if handle.group_alive():
             os.killpg(handle.pgid, signal.SIGKILL)
             handle.proc.wait(10)
+        for stray in handle.strays():  # etcd, in a session of its own
+            os.kill(int(stray.split(":")[0]), signal.SIGKILL)
         report = getattr(request.node, "rep_call", None)
         if report is not None and report.failed:
             print(f"---- abode up ----\n{handle.output()}\n{handle.child_logs()}")
@@ -123,7 +140,10 @@ async def test_up_serves_through_both_routers_and_ctrl_c_stops_every_child(
     assert handle.proc.wait(60) == 0, handle.output()
     assert "abode up: stopping" in handle.output()
     # No stray process: etcd, nodes and routers are all gone with it.
-    await assert_eventually(lambda: not handle.group_alive(), timeout=30, interval=0.1)
+    await assert_eventually(lambda: not handle.strays(), timeout=30, interval=0.1)
+    # In order: etcd outlived the nodes, so each could revoke its lease.
+    logs = handle.child_logs()
+    assert logs.count("revoked") >= 5 and "revoke failed" not in logs, logs
 
 
 async def test_abode_up_stops_its_children_when_only_it_is_signalled(
@@ -135,7 +155,7 @@ async def test_abode_up_stops_its_children_when_only_it_is_signalled(
     handle.wait_ready()
     handle.proc.send_signal(signal.SIGTERM)
     assert handle.proc.wait(60) == 0, handle.output()
-    await assert_eventually(lambda: not handle.group_alive(), timeout=30, interval=0.1)
+    await assert_eventually(lambda: not handle.strays(), timeout=30, interval=0.1)
 
 
 def _node_child(tmp_path: Path, name: str, args: list[str], env: dict[str, str]) -> Child:

@@ -159,8 +159,6 @@ async def test_call_chain_reentrancy_completes(dev, http):
     assert (status, body) == (200, {"value": "back:pong"})
 
 
-@pytest.mark.xfail(strict=True, reason="re-entrant events of one chain that overlap share "
-                   "one storage layer stack: a sibling's failure discards the other's writes")
 async def test_concurrent_reentrant_calls_keep_their_own_writes(dev, http):
     base = f"{dev.url}/Box/fan-a"
     status, body = await fetch_json(http, "GET", f"{base}/fan-in/fan-b")

@@ -75,6 +75,7 @@ class ReplicaWrite(_message.Message):
     OBJECT_ID_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    BASE_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     PUTS_FIELD_NUMBER: _builtins.int
     DELETES_FIELD_NUMBER: _builtins.int
@@ -85,7 +86,10 @@ class ReplicaWrite(_message.Message):
     object_id: _builtins.bytes
     namespace: _builtins.str
     version: _builtins.int
-    """The object's version after this batch (one more than before it)."""
+    """The object's version after this batch, and before it: the replica applies the
+    batch only on top of `base`, else it takes the whole object from the home.
+    """
+    base: _builtins.int
     revision: _builtins.int
     """The home's membership revision; the replica catches up to it first."""
     @_builtins.property
@@ -103,6 +107,7 @@ class ReplicaWrite(_message.Message):
         object_id: _builtins.bytes = ...,
         namespace: _builtins.str = ...,
         version: _builtins.int = ...,
+        base: _builtins.int = ...,
         revision: _builtins.int = ...,
         puts: _abc.Iterable[Global___KeyValue] | None = ...,
         deletes: _abc.Iterable[_builtins.bytes] | None = ...,
@@ -111,7 +116,7 @@ class ReplicaWrite(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deletes", b"deletes", "index_deletes", b"index_deletes", "index_puts", b"index_puts", "namespace", b"namespace", "object_id", b"object_id", "puts", b"puts", "revision", b"revision", "seq", b"seq", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "deletes", b"deletes", "index_deletes", b"index_deletes", "index_puts", b"index_puts", "namespace", b"namespace", "object_id", b"object_id", "puts", b"puts", "revision", b"revision", "seq", b"seq", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
