@@ -84,6 +84,7 @@ class ClusterNode:
         self.replicator = Replicator(self.node_id, view, self.server.peers)
         self.catchup = Catchup(self.node_id, view, runtime, self._publish_live)
         runtime.owns = self.ownership.owns
+        runtime.store.term = lambda: view.revision  # versions outrank older homes'
         runtime.committer.fence = self._commit_fence
         runtime.committer.replicate = self.replicator.replicate
         assert self.server.service is not None

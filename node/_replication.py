@@ -47,6 +47,7 @@ def _to_pb(batch: Batch, namespace: str, revision: int) -> pb.ReplicaWrite:
         object_id=batch.object_id,
         namespace=namespace,
         version=batch.version,
+        base=batch.base,
         revision=revision,
         puts=[pb.KeyValue(key=k, value=v) for k, v in batch.puts],
         deletes=batch.deletes,
@@ -62,6 +63,7 @@ def _from_pb(w: pb.ReplicaWrite) -> Batch:
         deletes=list(w.deletes),
         index_puts=[(kv.key, kv.value) for kv in w.index_puts],
         index_deletes=list(w.index_deletes),
+        base=w.base,
     )
 
 
@@ -191,43 +193,64 @@ class ReplicaSink:
         self.repaired = 0
 
     async def apply(self, sender: str, writes: list[pb.ReplicaWrite]) -> list[pb.ReplicaAck]:
+        """Apply one envelope of a home's writes (one disk write for all of them)."""
         revision = max(w.revision for w in writes)
         if revision > self.view.revision:
             try:
                 await self.view.wait_for(lambda v: v.revision >= revision, 3.0)
             except TimeoutError:
                 pass
-        acks = []
-        for w in writes:
-            acks.append(pb.ReplicaAck(seq=w.seq, error=await self._apply_one(sender, w)))
-        return acks
+        errors = [""] * len(writes)
+        taken: list[tuple[int, Batch]] = []
+        for i, w in enumerate(writes):
+            errors[i] = self._refusal(sender, w)
+            if not errors[i]:
+                taken.append((i, _from_pb(w)))
+        committer = self.runtime.committer
+        store = self.runtime.store
+        try:
+            applied = (await committer.run_exclusive(store.apply_replicas, [b for _, b in taken])
+                       if taken else [])
+        except Exception as exc:
+            applied = [True] * len(taken)
+            for i, _ in taken:
+                errors[i] = f"replica write failed: {type(exc).__name__}: {exc}"
+        # This copy missed or diverged from the home's writes: take each such object
+        # whole from the home, then apply its batches again.
+        behind = [(i, b) for (i, b), ok in zip(taken, applied, strict=True) if not ok]
+        for oid in dict.fromkeys(b.object_id for _, b in behind):
+            mine = [(i, b) for i, b in behind if b.object_id == oid]
+            try:
+                items = await self._fetch(sender, oid)
+                await committer.run_exclusive(store.replace_object, oid, items)
+                again = await committer.run_exclusive(store.apply_replicas, [b for _, b in mine])
+                self.repaired += 1
+            except Exception as exc:
+                again = [False] * len(mine)
+                why = f"repair failed: {type(exc).__name__}: {exc}"
+            else:
+                why = "still behind the home after taking the object whole"
+            for (i, _), ok in zip(mine, again, strict=True):
+                if not ok:
+                    errors[i] = why
+        failed = sum(1 for e in errors if e)
+        self.refused += failed
+        self.applied += len(writes) - failed
+        return [pb.ReplicaAck(seq=w.seq, error=e) for w, e in zip(writes, errors, strict=True)]
 
-    async def _apply_one(self, sender: str, w: pb.ReplicaWrite) -> str:
+    def _refusal(self, sender: str, w: pb.ReplicaWrite) -> str:
+        """Why this node does not take the write now ("" if it does)."""
         home, _ = home_of(self.view, w.object_id)
         if home != sender:
-            self.refused += 1
             return (f"{sender} is not the object's home at revision {self.view.revision} "
                     f"of {self.node_id} (home: {home})")
         host = self.runtime.hosts.get(w.object_id)
         if host is not None:
             if not host.idle:
-                self.refused += 1
                 return "the object is active on the replica"
             self.runtime.evict(w.object_id)  # its cache would be stale
-        batch = _from_pb(w)
-        committer = self.runtime.committer
-        store = self.runtime.store
-        try:
-            if not await committer.run_exclusive(store.apply_replica, batch):
-                # A gap in versions (this node missed writes): take the object whole.
-                items = await self._fetch(sender, w.object_id)
-                await committer.run_exclusive(store.replace_object, w.object_id, items)
-                await committer.run_exclusive(store.apply_replica, batch)
-                self.repaired += 1
-        except Exception as exc:
-            self.refused += 1
-            return f"replica write failed: {type(exc).__name__}: {exc}"
-        self.applied += 1
+        # So would what this node knew of its sockets (from a stint as its home).
+        self.runtime.sockets.forget_object(w.object_id)
         return ""
 
     async def _fetch(self, node: str, object_id: bytes) -> list[tuple[bytes, bytes]]:
@@ -253,7 +276,11 @@ class Catchup:
         self.node_id = node_id
         self.view = view
         self.runtime = runtime
-        self._publish = publish
+        self._publish_fn = publish
+        # One publish at a time, each of the latest state: two in flight could land in
+        # etcd out of order and leave a stale waiting list there for good.
+        self._publishing = asyncio.Lock()
+        self._publishers: set[asyncio.Task[None]] = set()
         self.waiting: set[str] = set()
         self._ring: Ring | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -317,7 +344,13 @@ class Catchup:
         return {s for s in sources if s in new.members}
 
     def _spawn_publish(self) -> None:
-        asyncio.get_running_loop().create_task(self._publish(frozenset(self.waiting)))
+        task = asyncio.get_running_loop().create_task(self._publish())
+        self._publishers.add(task)
+        task.add_done_callback(self._publishers.discard)
+
+    async def _publish(self) -> None:
+        async with self._publishing:
+            await self._publish_fn(frozenset(self.waiting))
 
     async def _sync(self, peer: str) -> None:
         backoff = 0.1
@@ -337,7 +370,7 @@ class Catchup:
         self._tasks.pop(peer, None)
         log.info("caught up from %s (%d keys); still waiting on %s", peer, count,
                  sorted(self.waiting) or "none")
-        await self._publish(frozenset(self.waiting))
+        await self._publish()
 
     async def _pull(self, peer: str) -> int:
         ring = self.view.ring
@@ -358,12 +391,14 @@ class Catchup:
                 replaced = await committer.run_exclusive(store.ingest, items)
                 for oid in replaced:
                     self.runtime.evict(oid)
+                    self.runtime.sockets.forget_object(oid)
                 count += len(items)
         self.runtime.alarms.load()
         return count
 
     async def stop(self) -> None:
-        for task in self._tasks.values():
+        tasks = [*self._tasks.values(), *self._publishers]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()

@@ -9,6 +9,7 @@ it travels with the object's data.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -36,6 +37,9 @@ MAX_TAGS = 10
 MAX_TAG_CHARS = 256
 MAX_SOCKETS_PER_OBJECT = 32_768
 TRY_AGAIN_LATER = 1013
+# A frame for a socket of an object this node is about to be home for (its view of
+# the membership lags the router's) waits this long for the node to catch up.
+HOME_WAIT_SECONDS = 5.0
 
 Push = Callable[[Frame], None]
 
@@ -79,6 +83,11 @@ class SocketRegistry:
         # Object id -> (request, response) answered without waking the object.
         self.auto_responses: dict[bytes, tuple[str, str]] = {}
         self.auto_responses_sent = 0
+        # Objects whose stored sockets this node has taken up as their home (restore
+        # reads the store once per stint as home, so it cannot bring back a socket
+        # closed meanwhile); and frames waiting for this node to become home.
+        self._restored: set[bytes] = set()
+        self._deferred: dict[str, list[tuple[str, Frame]]] = {}
 
     # -- router streams -------------------------------------------------------------
     def attach_stream(self, router: str, push: Push) -> None:
@@ -90,7 +99,10 @@ class SocketRegistry:
             return  # a newer stream of the same router replaced this one
         del self._streams[router]
         for info in [s for s in self.sockets.values() if s.router == router]:
-            self._closed_by_peer(info, ABNORMAL, "router connection lost", False)
+            if self._runtime.owns(info.object_id):
+                self._closed_by_peer(info, ABNORMAL, "router connection lost", False)
+            else:
+                self._forget(info)  # its object lives elsewhere now: not ours to close
 
     # -- object side ----------------------------------------------------------------
     def accept(self, host: ObjectHost, socket_id: str, tags: Any) -> SocketInfo:
@@ -104,6 +116,7 @@ class SocketRegistry:
         info = SocketInfo(socket_id, host.id.namespace, host.id.raw, router, tags)
         self.sockets[socket_id] = info
         mine[socket_id] = info
+        self._restored.add(host.id.raw)
         host.storage.put_socket_meta(socket_id, info.meta())
         return info
 
@@ -152,31 +165,62 @@ class SocketRegistry:
         """Take up the sockets stored with an object (after a failover or handoff).
 
         Only sockets whose router holds a stream to this node are alive; the others
-        ended with their router.
+        ended with their router. Once per stint as the object's home: from then on
+        this registry is the truth, and a socket it closed is not read back.
         """
-        restored = 0
-        mine = self._by_object.get(object_id, {})
         prefix = object_id + SOCKET
-        for key, raw in self._runtime.store.scan(prefix, prefix + b"\xff"):
-            socket_id = key[len(prefix):].decode()
-            if socket_id in mine:
-                continue
-            meta = codec.unpack(raw)
-            router = str(meta.get("r", ""))
-            if router not in self._streams:
-                continue
-            info = SocketInfo(socket_id, namespace, object_id, router,
-                              tuple(meta.get("t") or ()), meta.get("a"))
-            self.sockets[socket_id] = info
-            self._by_object.setdefault(object_id, {})[socket_id] = info
-            restored += 1
+        stored = self._runtime.store.scan(prefix, prefix + b"\xff")
+        if object_id in self._restored:
+            # Known here; once none is open or stored any more, forget the object.
+            if object_id not in self._by_object and next(stored, None) is None:
+                self._restored.discard(object_id)
+            return 0
+        restored = 0
+        for key, raw in stored:
+            restored += self._take_up(object_id, namespace, key[len(prefix):].decode(), raw)
+        if object_id in self._by_object:
+            self._restored.add(object_id)
         return restored
 
-    def on_frame(self, router: str, frame: Frame) -> None:
+    def _take_up(self, object_id: bytes, namespace: str, socket_id: str, raw: bytes) -> int:
+        if socket_id in self.sockets:
+            return 0
+        meta = codec.unpack(raw)
+        router = str(meta.get("r", ""))
+        if router not in self._streams:
+            return 0
+        info = SocketInfo(socket_id, namespace, object_id, router,
+                          tuple(meta.get("t") or ()), meta.get("a"))
+        self.sockets[socket_id] = info
+        self._by_object.setdefault(object_id, {})[socket_id] = info
+        return 1
+
+    def forget_object(self, object_id: bytes) -> None:
+        """Another node is the object's home (it wrote to it): drop what this node knew
+        of its sockets, without close events; they live on there."""
+        self._restored.discard(object_id)
+        for info in list(self._by_object.get(object_id, {}).values()):
+            self._forget(info)
+
+    def on_frame(self, router: str, frame: Frame, *, waited: bool = False) -> None:
+        deferred = self._deferred.get(frame.socket_id)
+        if deferred is not None and not waited:
+            deferred.append((router, frame))  # behind the frames already waiting
+            return
         info = self.sockets.get(frame.socket_id)
-        if info is None and frame.namespace and self._runtime.owns(frame.object_id):
-            self.restore(frame.object_id, frame.namespace)
-            info = self.sockets.get(frame.socket_id)
+        if info is None and frame.namespace:
+            oid = frame.object_id
+            if self._runtime.owns(oid):
+                # This node took over the object: its sockets are in the store.
+                self.restore(oid, frame.namespace)
+                raw = self._runtime.store.get(oid + SOCKET + frame.socket_id.encode())
+                if frame.socket_id not in self.sockets and raw is not None:
+                    self._take_up(oid, frame.namespace, frame.socket_id, raw)
+                info = self.sockets.get(frame.socket_id)
+            elif not waited:
+                self._deferred[frame.socket_id] = [(router, frame)]
+                self._runtime.spawn(self._await_home(frame.socket_id, oid))
+                return
         if info is None:
             if frame.kind != FrameKind.CLOSE:
                 self.push(router, Frame(frame.socket_id, frame.namespace, frame.object_id,
@@ -196,6 +240,16 @@ class SocketRegistry:
         else:
             self._runtime.socket_event(info, "ws_error", data=frame.reason)
 
+    async def _await_home(self, socket_id: str, object_id: bytes) -> None:
+        """Hold a socket's frames until this node is the object's home (bounded)."""
+        deadline = time.monotonic() + HOME_WAIT_SECONDS
+        try:
+            while not self._runtime.owns(object_id) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        finally:
+            for router, frame in self._deferred.pop(socket_id, []):
+                self.on_frame(router, frame, waited=True)
+
     def overloaded(self, info: SocketInfo) -> None:
         """The object's mailbox is full: close the socket rather than queue without bound."""
         log.warning("closing socket %s: object overloaded", info.socket_id)
@@ -208,6 +262,9 @@ class SocketRegistry:
     def shutdown(self) -> None:
         """The node is stopping: tell routers and objects every socket is closing."""
         for info in list(self.sockets.values()):
+            if not self._runtime.owns(info.object_id):
+                self._forget(info)  # its object lives elsewhere now
+                continue
             self.push(info.router, Frame(info.socket_id, info.namespace, info.object_id,
                                          FrameKind.CLOSE, None, SERVICE_RESTART, "node restarting"))
             self._closed_by_peer(info, SERVICE_RESTART, "node restarting", False)

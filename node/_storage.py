@@ -347,8 +347,8 @@ class Storage(StorageReader):
             return None
         if self._version is None:
             self._version = self._store.object_version(self._id)
-        self._version += 1
-        batch = Batch(self._id, self._version, self._namespace)
+        base, self._version = self._version, self._store.next_version(self._version)
+        batch = Batch(self._id, self._version, self._namespace, base=base)
         batch.puts.append((self._id + VERSION, self._version.to_bytes(8, "big")))
         for k, v in layer.items():
             if k is _ALARM_KEY:

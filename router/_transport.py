@@ -97,7 +97,9 @@ class RouterTransport:
         each into a 502 (the call may have run) instead of its real outcome.
         """
         for address in [a for a in self._peers if a not in addresses]:
-            peer = self._peers.pop(address)
+            peer = self._peers.pop(address, None)
+            if peer is None:  # closed meanwhile
+                continue
             if not peer.in_flight:
                 await peer.close(flush_timeout=0)
             elif address not in self._retiring:
@@ -113,11 +115,11 @@ class RouterTransport:
         await peer.close(flush_timeout=0)
 
     async def close(self) -> None:
-        for peer, task in list(self._retiring.values()):
+        while self._retiring:
+            peer, task = self._retiring.popitem()[1]
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await peer.close(flush_timeout=0)
-        self._retiring.clear()
-        for peer in self._peers.values():
-            await peer.close()
-        self._peers.clear()
+        # Pop as we go: a membership listener may add or drop peers while we await.
+        while self._peers:
+            await self._peers.popitem()[1].close()

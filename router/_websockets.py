@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 
+from cluster.errors import Unavailable
 from cluster.sockets import (
     ABNORMAL,
     GOING_AWAY,
@@ -28,10 +30,14 @@ from router._transport import RouterTransport
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1024 * 1024
+# A client's frames wait (in order) at most this long for its object's next home
+# after the stream to the old one broke, or while no node can serve the object.
+HOLD_SECONDS = 15.0
 
 
 class ClientSocket:
-    __slots__ = ("socket_id", "ws", "owner", "node", "queue", "sender", "closed_by_server")
+    __slots__ = ("socket_id", "ws", "owner", "node", "queue", "sender", "closed_by_server",
+                 "held", "held_since", "lost_at")
 
     def __init__(self, socket_id: str) -> None:
         self.socket_id = socket_id
@@ -41,6 +47,9 @@ class ClientSocket:
         self.queue: deque[Frame] = deque()  # frames for the client, in order
         self.sender: asyncio.Task[None] | None = None
         self.closed_by_server = False
+        self.held: deque[Frame] = deque()  # frames for the node, waiting for a home
+        self.held_since = 0.0
+        self.lost_at = 0.0  # when the stream to ``node`` broke (0: it did not)
 
 
 class SocketHub:
@@ -49,6 +58,8 @@ class SocketHub:
         self._transport = transport
         self._sockets: dict[str, ClientSocket] = {}
         self.survive_node_loss: Callable[[], bool] = lambda: False
+        self._holding: dict[str, ClientSocket] = {}
+        self._resender: asyncio.Task[None] | None = None
 
     @property
     def open_sockets(self) -> int:
@@ -103,7 +114,41 @@ class SocketHub:
         assert cs.owner is not None
         frame = Frame(cs.socket_id, cs.owner.namespace, cs.owner.object_id, kind, data,
                       code, reason, clean)
+        if cs.held or not self._send(cs, frame):
+            if not cs.held:
+                cs.held_since = time.monotonic()
+            cs.held.append(frame)
+            self._holding[cs.socket_id] = cs
+            if self._resender is None or self._resender.done():
+                self._resender = asyncio.get_running_loop().create_task(self._resend())
+
+    def _send(self, cs: ClientSocket, frame: Frame) -> bool:
+        """Send now unless the object has no home, or its home is still the node whose
+        stream broke (its lease has not lapsed yet): then the frame waits."""
+        try:
+            address = self._transport.home_address(frame.object_id)
+        except Unavailable:
+            return False
+        if cs.lost_at and address == cs.node and time.monotonic() - cs.lost_at < HOLD_SECONDS:
+            return False
+        cs.lost_at = 0.0
         cs.node = self._transport.send_frame(frame)
+        return True
+
+    async def _resend(self) -> None:
+        while self._holding:
+            await asyncio.sleep(0.05)
+            for cs in list(self._holding.values()):
+                while cs.held and self._send(cs, cs.held[0]):
+                    cs.held.popleft()
+                if cs.held and time.monotonic() - cs.held_since > 2 * HOLD_SECONDS:
+                    log.warning("socket %s: no node could take its frames; closing it",
+                                cs.socket_id)
+                    cs.held.clear()
+                    if cs.ws is not None and self._sockets.get(cs.socket_id) is cs:
+                        self._server_close(cs, SERVICE_RESTART, "object unavailable")
+                if not cs.held:
+                    del self._holding[cs.socket_id]
 
     # -- frames from nodes ----------------------------------------------------------
     def on_frames(self, address: str, frames: list[Frame]) -> None:
@@ -145,6 +190,10 @@ class SocketHub:
         client connections stay open and their frames go to that node instead.
         """
         if self.survive_node_loss():
+            now = time.monotonic()
+            for cs in self._sockets.values():
+                if cs.node == address and not cs.lost_at:
+                    cs.lost_at = now  # its frames wait for the object's next home
             return
         for cs in list(self._sockets.values()):
             if cs.node == address and cs.ws is not None:
@@ -165,3 +214,5 @@ class SocketHub:
         senders = [cs.sender for cs in self._sockets.values() if cs.sender is not None]
         if senders:
             await asyncio.wait(senders, timeout=timeout)
+        if self._resender is not None:
+            self._resender.cancel()  # frames still waiting for a home are dropped

@@ -107,7 +107,7 @@ async def run_router(cfg: RouterProcessConfig, stop: asyncio.Event) -> None:
         for address in live:
             server.transport.peer(address).connect()
 
-    view.add_listener(connect_all)
+    stop_connecting = view.add_listener(connect_all)
     metrics, metrics_port = await start_metrics(cfg.metrics_port, registry, cfg.router.host)
     lease: Lease | None = None
     keeper: asyncio.Task[None] | None = None
@@ -148,6 +148,7 @@ async def run_router(cfg: RouterProcessConfig, stop: asyncio.Event) -> None:
         if keeper is not None:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
+        stop_connecting()  # nodes stopping now must not reopen streams we are closing
         await server.stop()
         if lease is not None:
             await lease.revoke()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from node import DurableObject, Request, Response
@@ -43,7 +44,7 @@ class Tally(DurableObject):
             await self.ctx.storage.put("value", value)
         hold = request.query.get("hold")
         if hold:
-            open(hold + ".started", "w").close()
+            Path(hold + ".started").touch()
             deadline = time.monotonic() + 60
             while not os.path.exists(hold) and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
@@ -51,6 +52,17 @@ class Tally(DurableObject):
 
     async def where(self) -> int:
         return os.getpid()
+
+    async def fill(self, keys: int) -> int:
+        """Store `keys` more keys in one event (objects big enough to span chunks)."""
+        for start in range(0, keys, 100):  # put() takes at most 128 keys per call
+            await self.ctx.storage.put({f"k{i:05d}": i for i in range(start, min(keys, start + 100))})
+        return len(await self.ctx.storage.list(prefix="k"))
+
+    async def keys(self) -> tuple[int, int, int]:
+        """(number of k-keys, sum of their values, pid)."""
+        stored = await self.ctx.storage.list(prefix="k")
+        return len(stored), sum(stored.values()), os.getpid()
 
 
 class Tickets(DurableObject):

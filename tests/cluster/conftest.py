@@ -35,12 +35,15 @@ def cluster(tmp_path: Path, etcd: EtcdProcess, request: pytest.FixtureRequest) -
     """An empty cluster of this test's own (start nodes and routers on it); every child
     is stopped after the test, and their logs are printed if it failed."""
     handle = Cluster(tmp_path / "cluster", etcd)
+    problems: list[str] = []
     try:
         yield handle
     finally:
-        handle.stop_all()
-        if _failed(request):
+        problems = handle.stop_all()
+        if _failed(request) or problems:
             print(f"\n{handle.all_logs()}")
+    # A clean stop is part of every test: SIGTERM exits 0, no process logs a traceback.
+    assert not problems, problems
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +52,17 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
     base = tmp_path_factory.mktemp("shared")
     etcd = start_etcd(base)
     handle = Cluster(base / "cluster", etcd)
+    problems: list[str] = []
     try:
         handle.start_nodes("n1", "n2", "n3")
         handle.start_routers(2)
         yield handle
     finally:
-        handle.stop_all()
+        problems = handle.stop_all()
+        if problems:
+            print(f"\n{handle.all_logs()}")
         etcd.stop()
+    assert not problems, problems
 
 
 @pytest.fixture

@@ -12,12 +12,14 @@ SIGKILL to whatever is left; the fixture prints the children's logs when a test 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -153,9 +155,9 @@ class Cluster:
         self._routers = 0
 
     # -- starting -------------------------------------------------------------------
-    def _common(self) -> list[str]:
-        return ["--app", self.app, "--etcd", self.etcd.url, "--cluster", self.cluster,
-                "--lease-ttl", f"{self.lease_ttl:g}"]
+    def _common(self, etcd_url: str | None = None) -> list[str]:
+        return ["--app", self.app, "--etcd", etcd_url or self.etcd.url, "--cluster",
+                self.cluster, "--lease-ttl", f"{self.lease_ttl:g}"]
 
     def _child(self, name: str, kind: str, args: list[str]) -> Child:
         if name in self.children:
@@ -172,12 +174,16 @@ class Cluster:
             out += [f"--{key.replace('_', '-')}", str(value)]
         return out
 
-    def start_nodes(self, *node_ids: str, timeout: float = 60.0, **flags: Any) -> list[Child]:
-        """Start nodes in parallel (each with the same extra flags) and wait for all."""
+    def start_nodes(
+        self, *node_ids: str, timeout: float = 60.0, etcd_url: str | None = None, **flags: Any
+    ) -> list[Child]:
+        """Start nodes in parallel (each with the same extra flags) and wait for all.
+
+        `etcd_url` overrides where they reach etcd (an `EtcdProxy`, to cut them off)."""
         children = []
         for node_id in node_ids:
             child = self._child(node_id, "node", [
-                "node", *self._common(), "--id", node_id, "--listen", "127.0.0.1:0",
+                "node", *self._common(etcd_url), "--id", node_id, "--listen", "127.0.0.1:0",
                 "--data", str(self.base / "nodes"), *self._flags(flags),
             ])
             child.launch()
@@ -190,12 +196,14 @@ class Cluster:
     def start_node(self, node_id: str, **flags: Any) -> Child:
         return self.start_nodes(node_id, **flags)[0]
 
-    def start_routers(self, count: int, timeout: float = 60.0, **flags: Any) -> list[Child]:
+    def start_routers(
+        self, count: int, timeout: float = 60.0, etcd_url: str | None = None, **flags: Any
+    ) -> list[Child]:
         children = []
         for _ in range(count):
             self._routers += 1
             child = self._child(f"router-{self._routers}", "router", [
-                "router", *self._common(), "--port", "0", *self._flags(flags),
+                "router", *self._common(etcd_url), "--port", "0", *self._flags(flags),
             ])
             child.launch()
             children.append(child)
@@ -204,8 +212,8 @@ class Cluster:
             child.wait_ready(deadline)
         return children
 
-    def start_router(self, **flags: Any) -> Child:
-        return self.start_routers(1, **flags)[0]
+    def start_router(self, etcd_url: str | None = None, **flags: Any) -> Child:
+        return self.start_routers(1, etcd_url=etcd_url, **flags)[0]
 
     # -- controlling ----------------------------------------------------------------
     def __getitem__(self, name: str) -> Child:
@@ -226,8 +234,13 @@ class Cluster:
         child.wait_ready(time.monotonic() + timeout)
         return child
 
-    def stop_all(self, timeout: float = 15.0) -> None:
-        """SIGTERM every child (routers first, in parallel), then SIGKILL stragglers."""
+    def stop_all(self, timeout: float = 15.0) -> list[str]:
+        """SIGTERM every child (routers first, in parallel), then SIGKILL stragglers.
+
+        Returns what went wrong: children that did not exit 0 on SIGTERM, and any
+        child whose log holds a traceback.
+        """
+        problems = []
         for kind in ("router", "node"):
             group = [c for c in self.children.values() if c.kind == kind and c.running]
             for child in group:
@@ -235,9 +248,16 @@ class Cluster:
             deadline = time.monotonic() + timeout
             for child in group:
                 try:
-                    child.wait(max(0.1, deadline - time.monotonic()))
+                    code = child.wait(max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     child.stop(signal.SIGKILL, timeout=5)
+                    code = -signal.SIGKILL
+                if code != 0:
+                    problems.append(f"{child.name} exited with {code} on SIGTERM")
+        for child in self.children.values():
+            if "Traceback" in child.logs():
+                problems.append(f"{child.name} logged a traceback")
+        return problems
 
     # -- looking --------------------------------------------------------------------
     @property
@@ -297,6 +317,78 @@ class Cluster:
         with revision 0 (the stalest view there is). Close the PeerClient after."""
         peer = PeerClient(self.grpc_address(name))
         return Env(NAMESPACES, peer, call_timeout=10.0), peer
+
+
+class EtcdProxy:
+    """A TCP proxy to etcd for one process, to cut that process alone off from etcd.
+
+    `cut()` freezes both directions of every connection (bytes wait; connections stay
+    open), exactly what a partition or a hung switch looks like to the process;
+    `heal()` lets them flow again. It runs on a thread of its own, so it keeps
+    forwarding while the test blocks (starting processes, say).
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self._loop = asyncio.new_event_loop()
+        self._flowing: asyncio.Event | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.port = self._call(self._start())
+
+    def _call(self, coro: Any, timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _start(self) -> int:
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer),
+                             return_exceptions=True)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self._flowing is not None
+        try:
+            while data := await reader.read(65536):
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    def cut(self) -> None:
+        assert self._flowing is not None
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+
+    def heal(self) -> None:
+        assert self._flowing is not None
+        self._loop.call_soon_threadsafe(self._flowing.set)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            assert self._server is not None and self._flowing is not None
+            self._flowing.set()
+            self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        self._call(stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
 
 
 _STATUS_ROW = re.compile(

@@ -92,21 +92,29 @@ async def test_twenty_clients_see_every_message_in_one_order(dev_factory, http):
         while (await until(ws, "join"))["user"] != f"user{CLIENTS - 1}":
             pass
 
-    async def send(ws: aiohttp.ClientWebSocketResponse, sender: int) -> None:
-        for k in range(EACH):
-            await ws.send_str(f"s{sender}-{k}")
-            await asyncio.sleep(0)  # let senders interleave
+    # Senders run closed-loop: each sends its next message once the room has broadcast
+    # its last one back to it, so all five are always in flight together.
+    echoed: dict[str, asyncio.Future[None]] = {}
 
-    async def collect(ws: aiohttp.ClientWebSocketResponse) -> list[tuple[int, str, str]]:
+    async def collect(ws: aiohttp.ClientWebSocketResponse, me: str) -> list[tuple[int, str, str]]:
         got = []
         while len(got) < SENDERS * EACH:
             m = await until(ws, "message")
             got.append((m["seq"], m["user"], m["text"]))
+            if m["user"] == me and m["text"] in echoed:
+                echoed[m["text"]].set_result(None)
         return got
 
-    collectors = [asyncio.create_task(collect(ws)) for ws in clients]
+    async def send(ws: aiohttp.ClientWebSocketResponse, sender: int) -> None:
+        for k in range(EACH):
+            text = f"s{sender}-{k}"
+            echoed[text] = asyncio.get_running_loop().create_future()
+            await ws.send_str(text)
+            await asyncio.wait_for(echoed[text], timeout=10)
+
+    collectors = [asyncio.create_task(collect(ws, f"user{i}")) for i, ws in enumerate(clients)]
     await asyncio.gather(*(send(clients[i], i) for i in range(SENDERS)))
-    seen = await asyncio.gather(*collectors)
+    seen = await asyncio.wait_for(asyncio.gather(*collectors), timeout=10)
 
     first = seen[0]
     assert all(s == first for s in seen), "clients disagree on the order"
