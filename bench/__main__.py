@@ -20,6 +20,7 @@ import uvloop
 SCENARIOS = {
     "http_counter": "bench.http_counter",
     "websockets": "bench.websockets",
+    "replication": "bench.replication",
     # "cluster_counter": "bench.cluster_counter", (to come)
 }
 

@@ -26,6 +26,7 @@ from cluster.errors import (
     CommitFailed,
     Overloaded,
     RemoteError,
+    Unavailable,
     UnknownMethod,
 )
 from cluster.http import Request, Response
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 Reply = Callable[[Any], None]  # receives an Outcome or an exception
 _UNBOUNDED = frozenset({"task", "ws_close"})
+_CALLS = frozenset({"fetch", "rpc"})  # events with a caller that can retry a refusal
 
 
 @dataclass(slots=True)
@@ -176,6 +178,9 @@ class ObjectHost:
                 ev = self.queue.popleft()
                 if ev.deadline < time.monotonic():
                     _reply(ev, CallTimeout("the call timed out before the object could run it"))
+                    continue
+                if ev.kind in _CALLS and (refusal := self.runtime.refusal(self.id.raw)):
+                    _reply(ev, Unavailable(refusal, retry_after=1.0))  # never ran: retryable
                     continue
                 await self._run(ev)
         finally:

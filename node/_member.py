@@ -60,6 +60,7 @@ class ClusterNode:
         self._started_ms = int(time.time() * 1000)
         self._supervisor: asyncio.Task[None] | None = None
         self._stopped = False
+        self._fenced = False
 
     @property
     def node_id(self) -> str:
@@ -84,6 +85,7 @@ class ClusterNode:
         self.replicator = Replicator(self.node_id, view, self.server.peers)
         self.catchup = Catchup(self.node_id, view, runtime, self._publish_live)
         runtime.owns = self.ownership.owns
+        runtime.refusal = self._refusal
         runtime.store.term = lambda: view.revision  # versions outrank older homes'
         runtime.committer.fence = self._commit_fence
         runtime.committer.replicate = self.replicator.replicate
@@ -121,7 +123,26 @@ class ClusterNode:
             log.warning("cannot publish catch-up progress: %r", exc)
 
     def _fresh(self) -> bool:
-        return self.lease is not None and self.lease.fresh(self.member.fencing_margin)
+        fresh = self.lease is not None and self.lease.fresh(self.member.fencing_margin)
+        if fresh == self._fenced:  # a transition: worth one line in the log
+            self._fenced = not fresh
+            if self._fenced:
+                log.warning("node %s fenced: its lease was not renewed in time; it executes "
+                            "no object until it renews or rejoins", self.node_id)
+            else:
+                log.info("node %s unfenced: lease renewed", self.node_id)
+        return fresh
+
+    def _refusal(self, object_id: bytes) -> str | None:
+        """Whether a queued call may start now: not once this node fenced itself, nor
+        after the object's home moved elsewhere (unless it still holds the object until
+        its new owner pulls it)."""
+        assert self.ownership is not None
+        reason = self.ownership.fenced()
+        if (reason is None and not self.ownership.owns(object_id)
+                and not self.ownership.releasing_object(object_id)):
+            reason = "the object's home moved to another node"
+        return reason
 
     def _commit_fence(self, batch: object) -> str | None:
         assert self.ownership is not None

@@ -3,12 +3,19 @@
 Home side (``Replicator``): each group commit ships every batch to the other live
 nodes of its object's preference list, in parallel with the local fsync; a batch's
 outputs are released only when every one of them has it durably. A replica that
-refuses or does not answer fails the batch (never acknowledged, so never lost).
+does not take a batch is asked again until it does or is no longer a live copy (a
+dead replica catches up before it can be home), so losing a replica delays commits
+by about a lease TTL rather than failing them. A batch still not taken when this
+node stops being the object's home, or after RETRY_SECONDS, fails as
+``CommitUncertain`` (502): it is durable here and may outlive the failure.
 
 Replica side (``ReplicaSink``): a write is taken only from the node that is the
 object's home in the replica's own view (caught up to the sender's revision), so a
-superseded home can never make a write durable. Batches apply in version order; a
-replica that finds a gap fetches the whole object from the home first.
+superseded home can never make a write durable. An envelope's batches apply in
+order, with one disk write, each on top of its base version; a copy that is not at
+the base (it missed writes, or holds writes of an old home no one else took) takes
+the whole object from the home first. Versions carry the writer's membership
+revision (node._store), so a new home's writes outrank anything an old one wrote.
 
 Catch-up (``Catchup``): a node whose lease is new may have missed writes, so it
 announces the peers it still waits on (in its live key) and may not be home for any
@@ -147,18 +154,23 @@ class Replicator:
         """One try at one replica; it ends early if the replica stops being live."""
         send = asyncio.ensure_future(
             self.peers.get(self.view.address_of(node)).replicate(writes, REPLICA_TIMEOUT))
-        down = asyncio.ensure_future(
-            self.view.wait_for(lambda v: node not in v.live, REPLICA_TIMEOUT + 1.0))
+        down: asyncio.Future[None] | None = None
         try:
-            await asyncio.wait({send, down}, return_when=asyncio.FIRST_COMPLETED)
+            # The usual case answers well within this; only a slow one watches liveness.
+            await asyncio.wait({send}, timeout=0.25)
+            if not send.done():
+                down = asyncio.ensure_future(
+                    self.view.wait_for(lambda v: node not in v.live, REPLICA_TIMEOUT + 1.0))
+                await asyncio.wait({send, down}, return_when=asyncio.FIRST_COMPLETED)
             if send.done():
                 return send.result()
             return [f"replica {node} is down"] * len(writes)
         finally:
-            for task in (send, down):
+            tasks = [t for t in (send, down) if t is not None]
+            for task in tasks:
                 if not task.done():
                     task.cancel()
-            await asyncio.gather(send, down, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _settle(
         self, batches: list[Batch], owed: dict[int, set[str]], deadline: float,

@@ -55,6 +55,10 @@ class Runtime:
         self._accepting = False
         # Whether this node may run an object now; the cluster replaces it (ownership).
         self.owns: Callable[[bytes], bool] = lambda object_id: True
+        # Why a call to the object must not start now (node fenced, object moved away),
+        # or None; the cluster replaces it. Asked as each call starts, not only when it
+        # was admitted: a mailbox may hold calls admitted before the node fenced itself.
+        self.refusal: Callable[[bytes], str | None] = lambda object_id: None
         self.activations = 0
         self.evictions = 0
         self.activation_seconds = 0.0

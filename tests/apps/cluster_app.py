@@ -93,7 +93,7 @@ class Recorder(DurableObject):
             value = await self.ctx.storage.get("value", 0) + 1
             await self.ctx.storage.put("value", value)
             # Stay inside the event a little, so overlapping executions would show.
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(float(request.query.get("sleep", "0.005")))
         finally:
             _record(f"end {oid} {pid} {self.activation} {time.time():.6f}")
         return Response.json({"value": value, "pid": pid})

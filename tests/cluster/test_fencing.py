@@ -1,13 +1,16 @@
 """Self-fencing: a node cut off from etcd stops executing before its lease can expire,
 and no object ever runs on two nodes at once (DESIGN §3).
 
-etcd is frozen with SIGSTOP: every connection stays open but nothing answers, as in a
-partition. `Recorder` objects log each event's start and end per process, so the
-test can check afterwards that executions of one object never overlapped.
+Either etcd is frozen with SIGSTOP (every node is cut off: connections stay open but
+nothing answers), or one node reaches etcd through an `EtcdProxy` that freezes only
+its connections, while the others fail its objects over (two replicas). `Recorder`
+objects log each event's start and end per process, so a test can check afterwards
+that executions of one object never overlapped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator
@@ -183,3 +186,47 @@ async def test_a_partitioned_home_stops_before_its_replica_takes_over(
     assert {line.split()[2] for line in _starts(lines) if line.split()[1] in moved} - {
         str(n1_pid)}
     await _assert_counts(http, urls[0], load)
+
+
+async def test_events_queued_before_a_node_fenced_itself_do_not_run_after(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    """A hot object on n1 has a deep mailbox when n1 is cut off from etcd. n1 must
+    not work through that queue after it fenced itself: by then the object's second
+    node may be home (its lease expires), and the object would run twice at once.
+    The queued calls are refused instead (503: never ran) and retried elsewhere."""
+    proxy = EtcdProxy(cluster.etcd.client_port)
+    try:
+        cluster.start_node("n1", replicas=2, etcd_url=proxy.url)
+        cluster.start_nodes("n2", "n3", replicas=2)
+        cluster.start_router()
+        url = cluster.router_urls[0]
+        await wait_healthy(http, [url], live=3)
+        ring = Ring([Member(c.name, "") for c in cluster.nodes])
+        tag = os.urandom(3).hex()
+        name = next(n for n in (f"hot{i}-{tag}" for i in itertools.count())
+                    if ring.owner(position_of(ids.id_from_name("Recorder", n).raw)) == "n1")
+        n1_pid = cluster["n1"].info["pid"]
+
+        async def slow_post() -> int:
+            async with http.post(f"{url}/Recorder/{name}", params={"sleep": "0.3"}) as resp:
+                return resp.status
+
+        # About 5 s of work queued on n1, well past the lease TTL.
+        first = [asyncio.create_task(slow_post()) for _ in range(16)]
+        await assert_eventually(
+            lambda: _starts_of(record_lines(cluster.records), n1_pid), timeout=10)
+        proxy.cut()
+        try:
+            await wait_healthy(http, [url], live=2, timeout=20)
+            # The object's second node is home now: a second wave goes there.
+            second = [asyncio.create_task(slow_post()) for _ in range(3)]
+            statuses = await asyncio.gather(*first, *second)
+        finally:
+            proxy.heal()
+    finally:
+        proxy.close()
+    lines = record_lines(cluster.records)
+    assert not overlaps(lines), overlaps(lines)[:3]
+    assert set(statuses) <= {200, 503, 500, 502}, statuses
+    assert statuses.count(200) >= 3

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from tests.cluster.harness import Cluster
+from tests.harness import assert_eventually
 from tests.replication.helpers import (
     OpLoad,
     check_ledger,
@@ -75,8 +76,6 @@ async def test_sigkill_of_the_hot_objects_home_loses_no_acknowledged_operation(
 
 
 async def assert_answered(load: OpLoad, name: str, since: float, timeout: float) -> None:
-    from tests.harness import assert_eventually
-
     await assert_eventually(lambda: load.first_ack_after(name, since) is not None,
                             timeout=timeout, interval=0.05)
 
@@ -137,8 +136,13 @@ async def test_a_restarted_node_catches_up_and_is_home_again_with_every_write(
         print(f"\n{victim} restarted; waiting on {sorted(waiting or ())}")
         await wait_caught_up(cluster, NODES)
         assert "caught up from" in cluster.logs(victim)
-        for name in mine:
-            assert await home(cluster, http, urls[1], f"/Ledger/{name}") == victim, name
+
+        async def home_again() -> bool:
+            found = {n: await home(cluster, http, urls[1], f"/Ledger/{n}") for n in mine}
+            assert set(found.values()) == {victim}, found
+            return True
+
+        await assert_eventually(home_again, timeout=15, interval=0.1)
         await load.until(100)
     finally:
         await load.stop()
