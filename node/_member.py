@@ -126,10 +126,10 @@ class ClusterNode:
         fresh = self.lease is not None and self.lease.fresh(self.member.fencing_margin)
         if fresh == self._fenced:  # a transition: worth one line in the log
             self._fenced = not fresh
-            if self._fenced:
+            if self._fenced and not self._stopped:
                 log.warning("node %s fenced: its lease was not renewed in time; it executes "
                             "no object until it renews or rejoins", self.node_id)
-            else:
+            elif not self._fenced:
                 log.info("node %s unfenced: lease renewed", self.node_id)
         return fresh
 
