@@ -152,6 +152,12 @@ class PeerClient:
             self._task = asyncio.get_running_loop().create_task(self._run())
         self._wake.set()
 
+    def take_frames(self) -> list[Frame]:
+        """Socket frames queued and not sent (after the stream broke), for the caller
+        to send elsewhere; they are no longer this peer's to send."""
+        frames, self._frames = self._frames, []
+        return [wire.frame_from_pb(f) for f in frames]
+
     async def _run(self) -> None:
         backoff = 0.05
         failures = 0
@@ -189,7 +195,11 @@ class PeerClient:
                 frames, self._frames = self._frames, []
                 replicate, self._replica_out = self._replica_out, []
                 sent.update(c.id for c in batch)
-                await stream.write(pb.Envelope(calls=batch, frames=frames, replicate=replicate))
+                try:
+                    await stream.write(pb.Envelope(calls=batch, frames=frames, replicate=replicate))
+                except BaseException:
+                    self._frames[:0] = frames  # not sent: see take_frames
+                    raise
                 self.envelopes_sent += 1
                 self.calls_sent += len(batch)
 

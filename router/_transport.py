@@ -60,6 +60,11 @@ class RouterTransport:
         if self.on_lost is not None:
             self.on_lost(address)
 
+    def take_unsent_frames(self, address: str) -> list[Frame]:
+        """Frames queued for the node at `address` and not sent (its stream broke)."""
+        peer = self._peers.get(address)
+        return peer.take_frames() if peer is not None else []
+
     def home_address(self, object_id: bytes) -> str:
         return self._placement.home(object_id)[0]
 

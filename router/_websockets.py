@@ -194,6 +194,21 @@ class SocketHub:
             for cs in self._sockets.values():
                 if cs.node == address and not cs.lost_at:
                     cs.lost_at = now  # its frames wait for the object's next home
+            # So do the ones the broken stream did not send, ahead of any held since.
+            unsent: dict[str, list[Frame]] = {}
+            for frame in self._transport.take_unsent_frames(address):
+                unsent.setdefault(frame.socket_id, []).append(frame)
+            for socket_id, frames in unsent.items():
+                cs = self._sockets.get(socket_id) or self._holding.get(socket_id)
+                if cs is None:  # its client is gone; its close frame must still go
+                    cs = ClientSocket(socket_id)
+                    cs.node, cs.lost_at = address, now
+                if not cs.held:
+                    cs.held_since = now
+                cs.held.extendleft(reversed(frames))
+                self._holding[socket_id] = cs
+            if unsent and (self._resender is None or self._resender.done()):
+                self._resender = asyncio.get_running_loop().create_task(self._resend())
             return
         for cs in list(self._sockets.values()):
             if cs.node == address and cs.ws is not None:

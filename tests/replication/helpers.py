@@ -85,7 +85,8 @@ class OpLoad:
     urls: Sequence[str]
     names: Sequence[str]
     workers: int = 8
-    acked: dict[str, tuple[str, int, float]] = field(default_factory=dict)  # op -> name, value, t
+    acked: dict[str, tuple[str, int, float]] = field(default_factory=dict)  # op -> name, value, sent
+    answered_at: dict[str, float] = field(default_factory=dict)  # acked op -> when its 200 came
     refused: dict[str, str] = field(default_factory=dict)
     ambiguous: dict[str, tuple[str, str]] = field(default_factory=dict)  # op -> name, why
     definite: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -104,8 +105,10 @@ class OpLoad:
         return len(self.acked)
 
     def first_ack_after(self, name: str, t: float) -> float | None:
-        """When the first operation on `name` sent after monotonic time `t` was acked."""
-        times = [at for n, _, at in self.acked.values() if n == name and at > t]
+        """When the first acknowledgement came of an operation on `name` sent after
+        monotonic time `t` (an answer sent before `t` may arrive after it)."""
+        times = [self.answered_at[op] for op, (n, _, sent) in list(self.acked.items())
+                 if n == name and sent > t]
         return min(times) if times else None
 
     async def _work(self, worker: int) -> None:
@@ -127,6 +130,7 @@ class OpLoad:
                     text = await resp.text()
                     if status == 200:
                         body = await resp.json()
+                        self.answered_at[op] = time.monotonic()
                         self.acked[op] = (name, int(body["value"]), sent)
                     elif status == 503:
                         self.refused[op] = name
