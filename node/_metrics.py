@@ -433,6 +433,30 @@ class NodeMetrics(Observer):
             yield gauge("abode_node_fenced", "1 while this node refuses to execute and commit "
                         "(its lease is not fresh).",
                         values={(): 0 if ownership.fenced() is None else 1})
+        replicator, catchup = member.replicator, member.catchup
+        sink = member.server.service.replicas if member.server.service else None
+        if replicator is not None:
+            yield histogram("abode_node_replication_duration_seconds", "Time from shipping a "
+                            "group commit to the last replica's ack.",
+                            values={(): replicator.latency})
+            yield counter("abode_node_replication_batches", "Batches shipped to replicas.",
+                          values={(): replicator.batches_sent})
+            yield counter("abode_node_replication_retries", "Replica writes asked again "
+                          "(no answer yet).", values={(): replicator.retries})
+            yield counter("abode_node_replication_failures", "Batches a replica did not take "
+                          "(their commits failed or are uncertain).",
+                          values={(): replicator.failures})
+        if sink is not None:
+            yield counter("abode_node_replica_writes_applied", "Batches applied as a replica.",
+                          values={(): sink.applied})
+            yield counter("abode_node_replica_writes_refused", "Batches refused as a replica "
+                          "(the sender is not the home here).", values={(): sink.refused})
+            yield counter("abode_node_replica_repairs", "Objects fetched whole to close a "
+                          "version gap.", values={(): sink.repaired})
+        if catchup is not None:
+            yield gauge("abode_node_catchup_waiting", "Peers this node still catches up from "
+                        "(replication lag: it may not be home for their objects).",
+                        values={(): len(catchup.waiting)})
         session = member.session
         yield counter("abode_node_lease_renewals", "Successful lease keepalives.",
                       values={(): session.lease_renewals})

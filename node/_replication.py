@@ -33,6 +33,7 @@ import grpc
 
 from cluster.ids import ring_position
 from cluster.membership import MembershipView
+from cluster.metrics import Histogram
 from cluster.peer import CHANNEL_OPTIONS
 from cluster.placement import home_of
 from cluster.ring import Ring
@@ -83,6 +84,8 @@ class Replicator:
         self.failures = 0
         self.retries = 0
         self.last_latency = 0.0
+        # Time from shipping a group to the last replica's ack (what commits wait for).
+        self.latency = Histogram()
 
     def targets(self, object_id: bytes) -> list[str]:
         view = self.view
@@ -144,6 +147,7 @@ class Replicator:
             backoff = min(backoff * 2, 0.5)
             revision = self.view.revision
         self.last_latency = loop.time() - t0
+        self.latency.observe(self.last_latency)
         if failed:
             self.failures += len(failed)
             log.warning("replication failed for %d batches: %s", len(failed),

@@ -16,11 +16,7 @@ OUT = Path(__file__).parent / "dashboards" / "abode.json"
 # Families the dashboard queries that no process exports yet (named here for the
 # metrics that will measure them): replica acknowledgement time per group commit,
 # batches whose replication failed, peers a node is still catching up from.
-ASSUMED_METRICS = frozenset({
-    "abode_node_replication_duration_seconds_bucket",
-    "abode_node_replication_failures_total",
-    "abode_node_catchup_waiting",
-})
+ASSUMED_METRICS: frozenset[str] = frozenset()
 DS = {"type": "prometheus", "uid": "prometheus"}
 NS = 'namespace=~"$namespace"'
 RATE = "$__rate_interval"
@@ -192,8 +188,7 @@ def build() -> dict[str, Any]:
            ("sum(abode_node_handoff_ranges_pending)", "ranges arriving"),
            (f"sum(rate(abode_node_handoff_keys_pulled_total[{RATE}]))", "keys pulled/s")),
     )
-    # Replication: these families are assumed (ASSUMED_METRICS); the panels stay empty
-    # until the nodes export them.
+    # Replication (nodes with --replicas above 1).
     panels(
         ts("Replication lag", "s",
            *quantiles("abode_node_replication_duration_seconds"),
