@@ -227,9 +227,9 @@ class PeerClient:
         unsent = {c.id for c in self._outbox}
         self._outbox.clear()
         self._replica_out.clear()
-        for fut in self._acks.values():
-            if not fut.done():
-                fut.set_result(f"{UNREACHABLE}connection to replica {self.address} lost")
+        for ack in self._acks.values():
+            if not ack.done():
+                ack.set_result(f"{UNREACHABLE}connection to replica {self.address} lost")
         for call_id, fut in list(self._pending.items()):
             if fut.done():
                 continue

@@ -98,7 +98,11 @@ class ClusterNode:
         await self._go_live()
         view.add_listener(self.handoff.on_view)
         view.add_listener(self.catchup.on_view)
-        view.add_listener(lambda _: runtime.alarms.load())
+        def reload_alarms(_: MembershipView) -> None:
+            # Where this node just became home, the alarms its replicas kept are its own.
+            runtime.alarms.load()
+
+        view.add_listener(reload_alarms)
         self.handoff.start()
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise_lease())
         log.info("node %s ready at %s (membership revision %d)",

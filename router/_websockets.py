@@ -199,14 +199,14 @@ class SocketHub:
             for frame in self._transport.take_unsent_frames(address):
                 unsent.setdefault(frame.socket_id, []).append(frame)
             for socket_id, frames in unsent.items():
-                cs = self._sockets.get(socket_id) or self._holding.get(socket_id)
-                if cs is None:  # its client is gone; its close frame must still go
-                    cs = ClientSocket(socket_id)
-                    cs.node, cs.lost_at = address, now
-                if not cs.held:
-                    cs.held_since = now
-                cs.held.extendleft(reversed(frames))
-                self._holding[socket_id] = cs
+                found = self._sockets.get(socket_id) or self._holding.get(socket_id)
+                if found is None:  # its client is gone; its close frame must still go
+                    found = ClientSocket(socket_id)
+                    found.node, found.lost_at = address, now
+                if not found.held:
+                    found.held_since = now
+                found.held.extendleft(reversed(frames))
+                self._holding[socket_id] = found
             if unsent and (self._resender is None or self._resender.done()):
                 self._resender = asyncio.get_running_loop().create_task(self._resend())
             return
