@@ -98,6 +98,8 @@ class ClusterNode:
         await self._go_live()
         view.add_listener(self.handoff.on_view)
         view.add_listener(self.catchup.on_view)
+        runtime.sockets.hand_over = lambda: view.replicas > 1
+
         def reload_alarms(_: MembershipView) -> None:
             # Where this node just became home, the alarms its replicas kept are its own.
             runtime.alarms.load()

@@ -83,6 +83,8 @@ class SocketRegistry:
         # Object id -> (request, response) answered without waking the object.
         self.auto_responses: dict[bytes, tuple[str, str]] = {}
         self.auto_responses_sent = 0
+        # Whether a stopping node leaves its sockets to the objects' next homes.
+        self.hand_over: Callable[[], bool] = lambda: False
         # Objects whose stored sockets this node has taken up as their home (restore
         # reads the store once per stint as home, so it cannot bring back a socket
         # closed meanwhile); and frames waiting for this node to become home.
@@ -260,10 +262,15 @@ class SocketRegistry:
                                    was_clean=False)
 
     def shutdown(self) -> None:
-        """The node is stopping: tell routers and objects every socket is closing."""
+        """The node is stopping: tell routers and objects every socket is closing.
+
+        With replicas the sockets are not closing: the object's next home takes them
+        up from the metadata stored with it, and the routers keep the clients.
+        """
+        hand_over = self.hand_over()
         for info in list(self.sockets.values()):
-            if not self._runtime.owns(info.object_id):
-                self._forget(info)  # its object lives elsewhere now
+            if hand_over or not self._runtime.owns(info.object_id):
+                self._forget(info)  # its object lives (or will live) elsewhere
                 continue
             self.push(info.router, Frame(info.socket_id, info.namespace, info.object_id,
                                          FrameKind.CLOSE, None, SERVICE_RESTART, "node restarting"))

@@ -90,8 +90,9 @@ class Client:
         await asyncio.wait_for(self._task, 10)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "restart"])
 async def test_a_hibernated_room_keeps_its_sockets_and_chats_on_after_its_home_is_killed(
-    cluster: Cluster, http: aiohttp.ClientSession
+    cluster: Cluster, http: aiohttp.ClientSession, sig: signal.Signals
 ) -> None:
     cluster.start_nodes(*NODES, replicas=2, idle_timeout=0.5)
     cluster.start_routers(2)
@@ -119,7 +120,7 @@ async def test_a_hibernated_room_keeps_its_sockets_and_chats_on_after_its_home_i
             return (await cluster.info(victim)).active_objects == 0
 
         await assert_eventually(hibernated, timeout=20, interval=0.1)
-        cluster.kill(victim, signal.SIGKILL)
+        cluster.kill(victim, sig)
         killed_at = time.monotonic()
         # Every client speaks right after the kill, through both routers.
         for c in clients:
