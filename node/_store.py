@@ -51,10 +51,6 @@ _ALARMS_CF = "alarms"
 _META_CF = "meta"
 
 
-def data_prefix(object_id: bytes) -> bytes:
-    return object_id + DATA
-
-
 def alarm_index_key(when_ms: int, object_id: bytes) -> bytes:
     return when_ms.to_bytes(8, "big") + object_id
 
