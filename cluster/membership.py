@@ -316,12 +316,14 @@ class EtcdSession:
         *,
         started_ms: int | None = None,
         waiting: Iterable[str] = (),
-    ) -> None:
-        """Announce `node_id` as live for as long as `lease` lives."""
+    ) -> int:
+        """Announce `node_id` as live for as long as `lease` lives; returns the etcd
+        revision of the write."""
         value = _encode({
             "address": address, "started": started_ms or _now_ms(), "waiting": sorted(waiting),
         })
-        await self.client.put(self.live_key(node_id), value, lease=lease.id)
+        result = await self.client.put(self.live_key(node_id), value, lease=lease.id)
+        return int(result.header.revision)
 
     async def ensure_config(self, name: str, value: Any) -> Any:
         """The cluster-wide setting `name`: written if absent, else the stored value."""

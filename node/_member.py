@@ -113,20 +113,20 @@ class ClusterNode:
     async def _go_live(self) -> None:
         """Take a lease and publish liveness, waiting on every peer until caught up."""
         assert self.catchup is not None
-        waiting = self.catchup.initial_waiting()
         self.lease = await self.session.start_lease()
-        await self.session.set_live(self.node_id, self.address, self.lease,
-                                    started_ms=self._started_ms, waiting=waiting)
-        self.catchup.begin(waiting)
+        # The waiting list is set before anything can publish with the new lease, and
+        # published through the catch-up's one writer, so no older list lands later.
+        self.catchup.begin(self.catchup.initial_waiting())
+        live_revision = await self.catchup.publish()
+        # Pulls start only now, at a revision where peers see this node live: from then
+        # on they replicate to it, so nothing falls between a pull and replication.
+        self.catchup.start(live_revision)
 
-    async def _publish_live(self, waiting: frozenset[str]) -> None:
+    async def _publish_live(self, waiting: frozenset[str]) -> int:
         if self.lease is None or self.lease.expired or self._stopped:
-            return
-        try:
-            await self.session.set_live(self.node_id, self.address, self.lease,
-                                        started_ms=self._started_ms, waiting=waiting)
-        except Exception as exc:
-            log.warning("cannot publish catch-up progress: %r", exc)
+            return 0
+        return await self.session.set_live(self.node_id, self.address, self.lease,
+                                           started_ms=self._started_ms, waiting=waiting)
 
     def _fresh(self) -> bool:
         fresh = self.lease is not None and self.lease.fresh(self.member.fencing_margin)

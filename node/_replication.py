@@ -287,7 +287,7 @@ class Catchup:
         node_id: str,
         view: MembershipView,
         runtime: Runtime,
-        publish: Callable[[frozenset[str]], Awaitable[None]],
+        publish: Callable[[frozenset[str]], Awaitable[int]],
     ) -> None:
         self.node_id = node_id
         self.view = view
@@ -299,6 +299,9 @@ class Catchup:
         self._publishers: set[asyncio.Task[None]] = set()
         self.waiting: set[str] = set()
         self._ring: Ring | None = None
+        # Pulls ask peers to catch up at least to the revision of this node's live key
+        # (None until ``start``: no pull before peers can see this node live).
+        self._min_revision: int | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.keys_pulled = 0
 
@@ -308,17 +311,23 @@ class Catchup:
         return frozenset(n for n in self.view.members if n != self.node_id)
 
     def begin(self, waiting: frozenset[str]) -> None:
+        """A new lease: wait on ``waiting`` (pulls start with ``start``)."""
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
-        self.waiting = set()
+        self._min_revision = None
+        self.waiting = set(waiting)
         self._ring = self.view.ring
-        self._wait_on(waiting)
+
+    def start(self, live_revision: int) -> None:
+        """Pull from every peer waited on, now that the live key is at ``live_revision``."""
+        self._min_revision = live_revision
+        self._wait_on(set(self.waiting))
 
     def _wait_on(self, peers: Iterable[str]) -> None:
         for peer in peers:
             self.waiting.add(peer)
-            if peer not in self._tasks:
+            if peer not in self._tasks and self._min_revision is not None:
                 self._tasks[peer] = asyncio.get_running_loop().create_task(self._sync(peer))
 
     def on_view(self, view: MembershipView) -> None:
@@ -364,9 +373,17 @@ class Catchup:
         self._publishers.add(task)
         task.add_done_callback(self._publishers.discard)
 
-    async def _publish(self) -> None:
+    async def publish(self) -> int:
+        """Write the current waiting list (one writer at a time, always the latest);
+        returns the etcd revision of the write."""
         async with self._publishing:
-            await self._publish_fn(frozenset(self.waiting))
+            return await self._publish_fn(frozenset(self.waiting))
+
+    async def _publish(self) -> None:
+        try:
+            await self.publish()
+        except Exception as exc:
+            log.warning("cannot publish catch-up progress: %r", exc)
 
     async def _sync(self, peer: str) -> None:
         backoff = 0.1
@@ -394,7 +411,8 @@ class Catchup:
         if not ranges:
             return 0
         request = pb.PullRequest(
-            node_id=self.node_id, revision=self.view.revision, sync=True,
+            node_id=self.node_id, revision=max(self.view.revision, self._min_revision or 0),
+            sync=True,
             ranges=[pb.Range(start=s, end=e % KEYSPACE) for s, e in ranges],
         )
         committer = self.runtime.committer
