@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Reply = Callable[[Any], None]  # receives an Outcome or an exception
-_UNBOUNDED = frozenset({"task", "ws_close"})
+_UNBOUNDED = frozenset({"task", "ws_close", "alarm"})
 _CALLS = frozenset({"fetch", "rpc"})  # events with a caller that can retry a refusal
 
 
@@ -99,7 +99,8 @@ class ObjectHost:
             self.nested += 1
             self.runtime.spawn(self._run_nested(ev))
             return
-        # Tasks and close events are bounded by what created them (events, sockets).
+        # Tasks, close events and alarms are bounded by what created them (events,
+        # sockets, one alarm per object); a full mailbox must not cost an alarm a try.
         if len(self.queue) >= self.runtime.config.max_queue and ev.kind not in _UNBOUNDED:
             if ev.socket is not None:
                 self.runtime.sockets.overloaded(ev.socket)

@@ -120,3 +120,19 @@ async def test_pending_alarm_survives_sigkill(dev_factory, http):
     assert state["fired"] == 1
     assert state["fired_at"] >= set_["when"]
     assert state["alarm"] is None
+
+
+async def test_an_alarm_that_always_raises_is_dropped_after_six_retries(dev_factory, http):
+    # A short base keeps the whole backoff (base * (1 + 2 + ... + 32)) near a second.
+    dev = dev_factory(APP, "--alarm-retry-base", "0.02", name="retries")
+    base = f"{dev.url}/Box/alarm-gives-up"
+    await fetch_json(http, "POST", f"{base}/alarm/set?in_ms=50&fail=100")
+
+    async def dropped() -> dict | None:
+        state = await _state(http, base)
+        return state if state["alarm"] is None else None
+
+    state = await assert_eventually(dropped, timeout=20)
+    # The first try and six retries, then the alarm is deleted; none of them succeeded.
+    assert [c["retry_count"] for c in state["calls"]] == list(range(7))
+    assert state["fired"] == 0
