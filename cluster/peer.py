@@ -20,6 +20,7 @@ import grpc
 from cluster import wire
 from cluster.errors import CallTimeout, ConnectionLost, Unavailable
 from cluster.invocation import Invocation, Outcome
+from cluster.retry import describe
 from cluster.rpc.v1 import node_pb2 as pb
 from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
 from cluster.sockets import NODE_METADATA, ROUTER_METADATA, Frame
@@ -174,7 +175,7 @@ class PeerClient:
                     backoff, failures = 0.05, 0
                 # The first break is news; repeats while the peer stays down are not.
                 log.log(logging.INFO if failures == 0 and not self._closed else logging.DEBUG,
-                        "stream to %s broke: %s", self.address, _describe(group.exceptions[0]))
+                        "stream to %s broke: %s", self.address, describe(group.exceptions[0]))
                 failures += 1
             self._fail(sent)
             stream.cancel()
@@ -258,7 +259,7 @@ class PeerClient:
                     async with asyncio.timeout(left):
                         await self._stream.done_writing()
                 except Exception as exc:
-                    log.debug("half-close of the stream to %s: %s", self.address, _describe(exc))
+                    log.debug("half-close of the stream to %s: %s", self.address, describe(exc))
                 await asyncio.wait([self._task], timeout=left)
             self._task.cancel()
             try:
@@ -268,9 +269,3 @@ class PeerClient:
             self._task = None
         self._fail(set())
         await self._channel.close()
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details()}"
-    return f"{type(exc).__name__}: {exc}"

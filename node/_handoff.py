@@ -22,10 +22,12 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 
 import grpc
+import msgpack
 
 from cluster.ids import ring_position
 from cluster.membership import MembershipView
 from cluster.peer import CHANNEL_OPTIONS
+from cluster.retry import until_done
 from cluster.ring import Member, Ring, moved_ranges
 from cluster.rpc.v1 import node_pb2 as pb
 from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
@@ -116,18 +118,11 @@ class Handoff:
                      len(ranges), source, new.revision)
 
     async def _pull(self, source: str, ranges: Ranges, ring: Ring) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                await self.view.wait_for(lambda v: source in v.live, timeout=30.0)
-                count = await self._pull_once(self.view.address_of(source), ranges)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("handoff from %s failed (%s); retrying", source, _describe(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+        async def attempt() -> int:
+            await self.view.wait_for(lambda v: source in v.live, timeout=30.0)
+            return await self._pull_once(self.view.address_of(source), ranges)
+
+        count = await until_done(attempt, what=f"handoff from {source}", log=log)
         self.ownership.pending.remove(ranges)
         self.ranges_pulled += len(ranges)
         self.keys_pulled += count
@@ -154,8 +149,6 @@ class Handoff:
         return count
 
     def _schedule_alarms(self, items: list[tuple[bytes, bytes]]) -> None:
-        import msgpack
-
         for key, value in items:
             if len(key) == 33 and key[32:] == ALARM:
                 _, namespace = msgpack.unpackb(value)
@@ -166,8 +159,9 @@ class Handoff:
             {"node_id": m.node_id, "address": m.address, "weight": m.weight}
             for m in ring.members.values()
         ]
-        self.store.meta_put(_RING_META, json.dumps(
-            {"revision": ring.revision, "members": members}).encode())
+        value = json.dumps({"revision": ring.revision, "members": members}).encode()
+        # An fsync'd write: on the commit thread, not the event loop (saves stay in order).
+        self.runtime.committer.run_exclusive(self.store.meta_put, _RING_META, value)
 
     @property
     def pulling(self) -> int:
@@ -251,9 +245,3 @@ class Handoff:
             await asyncio.sleep(0.01)
         for key in [k for k in self.runtime.hosts if in_ranges(k)]:
             self.runtime.evict(key)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details()}"
-    return f"{type(exc).__name__}: {exc}"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from cluster.app import App
 from cluster.membership import EtcdSession, Lease, MembershipView
+from cluster.retry import until_done
 from cluster.ring import Member
 from node._handoff import Handoff
 from node._ownership import Decision, Ownership, RingOwnership
@@ -173,17 +174,11 @@ class ClusterNode:
             if self._stopped:
                 return
             log.warning("lease lost: node %s is fenced until it rejoins", self.node_id)
-            backoff = 0.2
-            while not self._stopped:
-                try:
-                    # It may have missed writes while it was not live: catch up again.
-                    await self._go_live()
-                    log.info("node %s live again with a new lease", self.node_id)
-                    break
-                except Exception as exc:
-                    log.warning("cannot renew liveness yet: %r", exc)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
+            # It may have missed writes while it was not live: _go_live catches up again.
+            # (stop() cancels this task, which ends the retries.)
+            await until_done(self._go_live, what="renewing liveness", log=log,
+                             first_delay=0.2)
+            log.info("node %s live again with a new lease", self.node_id)
 
     async def wait_removed(self) -> None:
         """Return once this node was removed and has handed every range off."""

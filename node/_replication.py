@@ -36,6 +36,7 @@ from cluster.membership import MembershipView
 from cluster.metrics import Histogram
 from cluster.peer import CHANNEL_OPTIONS
 from cluster.placement import home_of
+from cluster.retry import until_done
 from cluster.ring import Ring
 from cluster.rpc.v1 import node_pb2 as pb
 from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
@@ -386,18 +387,12 @@ class Catchup:
             log.warning("cannot publish catch-up progress: %r", exc)
 
     async def _sync(self, peer: str) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                await self.view.wait_for(lambda v: peer in v.live, timeout=30.0)
-                count = await self._pull(peer)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.info("catch-up from %s not done yet (%s); retrying", peer, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+        async def attempt() -> int:
+            await self.view.wait_for(lambda v: peer in v.live, timeout=30.0)
+            return await self._pull(peer)
+
+        count = await until_done(attempt, what=f"catch-up from {peer}", log=log,
+                                 level=logging.INFO)
         self.keys_pulled += count
         self.waiting.discard(peer)
         self._tasks.pop(peer, None)

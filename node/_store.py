@@ -324,9 +324,12 @@ class GroupCommitter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit")
 
-    async def run_exclusive(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a large store operation on the commit thread, ordered with commits."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+    def run_exclusive(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run a large store operation on the commit thread, ordered with commits.
+
+        Queued at once (not when awaited), so calls run in the order they were made.
+        """
+        return asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     def submit(self, batch: Batch) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

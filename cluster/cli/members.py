@@ -13,6 +13,7 @@ from cluster.cli._common import host_of, metrics_url, start_metrics, write_ready
 from cluster.membership import EtcdSession, Lease, MembershipView
 from cluster.metrics import new_registry
 from cluster.placement import RingPlacement
+from cluster.retry import until_done
 from node._member import ClusterNode, MemberConfig
 from node._metrics import NodeMetrics
 from node._runtime import RuntimeConfig
@@ -120,17 +121,14 @@ async def run_router(cfg: RouterProcessConfig, stop: asyncio.Event) -> None:
             assert lease is not None
             await lease.wait_expired()
             log.warning("router %s lost its lease; registering again", server.router_id)
-            backoff = 0.2
-            while True:
-                try:
-                    lease = await session.start_lease()
-                    await session.register_router(server.router_id, lease, address=server.url)
-                    log.info("router %s registered again with a new lease", server.router_id)
-                    break
-                except Exception as exc:
-                    log.warning("cannot register router yet: %r", exc)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
+
+            async def register() -> None:
+                nonlocal lease
+                lease = await session.start_lease()
+                await session.register_router(server.router_id, lease, address=server.url)
+
+            await until_done(register, what="registering the router", log=log, first_delay=0.2)
+            log.info("router %s registered again with a new lease", server.router_id)
 
     try:
         await server.start()
