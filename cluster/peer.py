@@ -39,6 +39,11 @@ CHANNEL_OPTIONS = [
     # keepalives on an idle stream. The default (one per 5 min, two strikes) answers
     # GOAWAY "too_many_pings" after ~30 s idle, breaking the stream and its WebSockets.
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    # gRPC's reconnect backoff grows to 120 s: after a node returns (restart, healed
+    # partition) its peers would keep failing fast for minutes. Retry every second.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
 ]
 
 
