@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 APP ?= examples.app
-PROTOS := $(wildcard proto/cluster/rpc/v1/*.proto)
+PROTOS := $(wildcard proto/abode/cluster/rpc/v1/*.proto)
 
 .PHONY: run dev test bench proto lint clean
 
@@ -29,13 +29,16 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# protoc writes abode/cluster/rpc/v1/... (the import path); the folder is cluster/.
 proto: $(STAMP)
-	PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. \
-		--grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTOS)
+	rm -rf build/proto && mkdir -p build/proto
+	PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iproto --python_out=build/proto \
+		--grpc_python_out=build/proto --mypy_out=build/proto --mypy_grpc_out=build/proto $(PROTOS)
+	cp build/proto/abode/cluster/rpc/v1/*_pb2* cluster/rpc/v1/
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy cluster node router
+	$(BIN)/mypy abode cluster node router
 
 clean:
 	rm -rf $(VENV) .abode .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -36,12 +36,12 @@ from types import TracebackType
 
 import aiohttp
 
+from abode.cluster import ids
+from abode.cluster.cli.etcd import EtcdProcess, start_etcd
+from abode.cluster.cli.up import Child
+from abode.cluster.membership import EtcdSession
+from abode.cluster.ring import Ring
 from bench.load import Result, drive, for_each
-from cluster import ids
-from cluster.cli.etcd import EtcdProcess, start_etcd
-from cluster.cli.up import Child
-from cluster.membership import EtcdSession
-from cluster.ring import Ring
 
 APP = "examples.app"
 NODES = ("n1", "n2", "n3")

@@ -54,7 +54,7 @@ class DevServer:
             print(f"(server log kept in {self._log})", file=sys.stderr)
 
     def _spawn(self, ready: Path) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "cluster.cli", "dev", self.app, "--port", "0",
+        cmd = [sys.executable, "-m", "abode", "dev", self.app, "--port", "0",
                "--data", str(self._dir / "data"), "--ready-file", str(ready), *self.extra]
         with open(self._log, "wb") as log:
             return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,

@@ -32,10 +32,10 @@ from typing import Any
 import aiohttp
 import grpc
 
+from abode.cluster.rpc.v1 import node_pb2 as pb
+from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
 from bench.load import Result
 from bench.server import DevServer
-from cluster.rpc.v1 import node_pb2 as pb
-from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
 
 APP = "examples.app"
 ROOMS = 1000

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from cluster import codec, ids
-from cluster.errors import AbodeError, UnknownNamespace
-from cluster.http import HeadersLike, Request, Response
-from cluster.invocation import Invocation, Transport, chain_for_call, timeout_for_call
-from cluster.routing import route_request
+from abode.cluster import codec, ids
+from abode.cluster.errors import AbodeError, UnknownNamespace
+from abode.cluster.http import HeadersLike, Request, Response
+from abode.cluster.invocation import Invocation, Transport, chain_for_call, timeout_for_call
+from abode.cluster.routing import route_request
 
 
 class Stub:

@@ -1,11 +1,11 @@
 """Domain error -> HTTP response: the one table errors are answered from.
 
-The router uses it, and so does ``node.testing`` (which answers like a router).
+The router uses it, and so does ``abode.testing`` (which answers like a router).
 """
 
 from __future__ import annotations
 
-from cluster.errors import (
+from abode.cluster.errors import (
     AbodeError,
     Aborted,
     CallTimeout,
@@ -19,7 +19,7 @@ from cluster.errors import (
     UnknownMethod,
     UnknownNamespace,
 )
-from cluster.http import Response, error_response
+from abode.cluster.http import Response, error_response
 
 # Most specific first: the first row whose class matches wins.
 HTTP_STATUS: list[tuple[type[AbodeError], int]] = [

@@ -12,7 +12,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
-from cluster.errors import InvalidId
+from abode.cluster.errors import InvalidId
 
 ID_BYTES = 32
 _BODY = 28

@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
-from cluster.http import Request, Response
+from abode.cluster.http import Request, Response
 
 # The call chain of the event running in this task. A call that belongs to the chain
 # of an object's running event is admitted at once, so A -> B -> A cannot deadlock.

@@ -33,7 +33,7 @@ import grpc
 from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
-from cluster.ring import WEIGHT_UNIT, Member, Ring
+from abode.cluster.ring import WEIGHT_UNIT, Member, Ring
 
 __all__ = [
     "DEFAULT_CLUSTER",

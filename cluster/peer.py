@@ -17,13 +17,13 @@ from typing import Any
 
 import grpc
 
-from cluster import wire
-from cluster.errors import CallTimeout, ConnectionLost, Unavailable
-from cluster.invocation import Invocation, Outcome
-from cluster.retry import describe
-from cluster.rpc.v1 import node_pb2 as pb
-from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
-from cluster.sockets import NODE_METADATA, ROUTER_METADATA, Frame
+from abode.cluster import wire
+from abode.cluster.errors import CallTimeout, ConnectionLost, Unavailable
+from abode.cluster.invocation import Invocation, Outcome
+from abode.cluster.retry import describe
+from abode.cluster.rpc.v1 import node_pb2 as pb
+from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+from abode.cluster.sockets import NODE_METADATA, ROUTER_METADATA, Frame
 
 log = logging.getLogger(__name__)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from cluster.errors import Unavailable
-from cluster.ids import ring_position
+from abode.cluster.errors import Unavailable
+from abode.cluster.ids import ring_position
 
 if TYPE_CHECKING:
-    from cluster.membership import MembershipView
+    from abode.cluster.membership import MembershipView
 
 
 class Placement(Protocol):

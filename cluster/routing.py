@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Container
 from urllib.parse import unquote
 
-from cluster import ids
-from cluster.errors import InvalidId, UnknownNamespace
+from abode.cluster import ids
+from abode.cluster.errors import InvalidId, UnknownNamespace
 
 
 def route_request(path: str, namespaces: Container[str]) -> tuple[str, ids.ObjectId, str]:

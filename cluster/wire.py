@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from cluster.errors import AbodeError, Refused, RemoteError, from_code
-from cluster.http import Request, Response
-from cluster.invocation import Invocation, Outcome
-from cluster.rpc.v1 import node_pb2 as pb
-from cluster.sockets import Frame, FrameKind, SocketOwner
+from abode.cluster.errors import AbodeError, Refused, RemoteError, from_code
+from abode.cluster.http import Request, Response
+from abode.cluster.invocation import Invocation, Outcome
+from abode.cluster.rpc.v1 import node_pb2 as pb
+from abode.cluster.sockets import Frame, FrameKind, SocketOwner
 
 
 def call_to_pb(call_id: int, inv: Invocation) -> pb.Call:

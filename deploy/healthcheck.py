@@ -47,7 +47,7 @@ def _abode_args(argv: list[str]) -> list[str] | None:
     for i, arg in enumerate(argv):
         if os.path.basename(arg) == "abode":
             rest = argv[i + 1:]
-        elif arg == "-m" and argv[i + 1:i + 2] in (["cluster.cli"], ["cluster.cli.__main__"]):
+        elif arg == "-m" and argv[i + 1:i + 2] in (["abode"], ["abode.cluster.cli"]):
             rest = argv[i + 2:]
         else:
             continue
@@ -69,8 +69,8 @@ def check_router(host: str, port: int) -> str:
 def check_node(listen: str) -> str:
     import grpc
 
-    from cluster.rpc.v1 import node_pb2 as pb
-    from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+    from abode.cluster.rpc.v1 import node_pb2 as pb
+    from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
 
     host, _, port = listen.rpartition(":")
     with grpc.insecure_channel(f"{_local(host)}:{port}") as channel:
@@ -83,7 +83,7 @@ def check_node(listen: str) -> str:
 
 def main(argv: list[str]) -> int:
     """``abode-healthcheck [PID]``: check the abode process ``PID`` (default: find it)."""
-    from cluster.cli.__main__ import apply_environment, build_parser
+    from abode.cluster.cli.__main__ import apply_environment, build_parser
 
     try:
         abode_argv, environ = find_abode(int(argv[0]) if argv else None)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
-from node import DurableObject, Request, Response, Transaction
+from abode import DurableObject, Request, Response, Transaction
 
 ITEM = "item:"  # item:<sku> -> quantity (int > 0)
 ORDER = "order:"  # order:<8-digit number> -> {"order", "items", "count"}

@@ -31,7 +31,7 @@ import json
 import time
 from typing import Any
 
-from node import DurableObject, Request, Response, WebSocket
+from abode import DurableObject, Request, Response, WebSocket
 
 HISTORY = 100  # messages kept and replayed to a joiner
 MAX_TEXT = 2000  # characters per message

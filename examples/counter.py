@@ -4,7 +4,7 @@
     curl localhost:8787/Counter/clicks                     -> {"value": 1}
 """
 
-from node import DurableObject, Request, Response
+from abode import DurableObject, Request, Response
 
 
 class Counter(DurableObject):

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from node import DurableObject, Request, Response
+from abode import DurableObject, Request, Response
 
 MAX_TEXT_BYTES = 100_000  # stored as one value; the value limit is 128 KiB
 MAX_OPS_PER_PAGE = 1000

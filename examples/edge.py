@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from abode import Request, Response
 from examples.counter import Counter
 from examples.ratelimit import RateLimiter
-from node import Request, Response
 
 API_LIMIT = 100  # requests per client per window on /api/*
 API_WINDOW = 1.0  # seconds

@@ -24,7 +24,7 @@ import math
 import time
 from typing import Any
 
-from node import AlarmInfo, DurableObject, Request, Response
+from abode import AlarmInfo, DurableObject, Request, Response
 
 DEFAULT_LIMIT = 10
 DEFAULT_WINDOW = 1.0  # seconds

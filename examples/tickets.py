@@ -19,7 +19,7 @@ sold out) and ``.remaining()``.
 
 from __future__ import annotations
 
-from node import DurableObject, Request, Response
+from abode import DurableObject, Request, Response
 
 DEFAULT_STOCK = 100
 MAX_STOCK = 1_000_000

@@ -14,10 +14,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from node._object import AlarmInfo
+from abode.node._object import AlarmInfo
 
 if TYPE_CHECKING:
-    from node._runtime import Runtime
+    from abode.node._runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ import asyncio
 import logging
 from typing import Any
 
-from cluster.errors import AbodeError, CallTimeout, Unavailable
-from cluster.invocation import Invocation, Outcome
-from cluster.peer import PeerClient
-from node._host import Reply
-from node._ownership import Decision, Ownership
-from node._runtime import Runtime
+from abode.cluster.errors import AbodeError, CallTimeout, Unavailable
+from abode.cluster.invocation import Invocation, Outcome
+from abode.cluster.peer import PeerClient
+from abode.node._host import Reply
+from abode.node._ownership import Decision, Ownership
+from abode.node._runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -24,16 +24,16 @@ from collections.abc import AsyncIterator
 import grpc
 import msgpack
 
-from cluster.ids import ring_position
-from cluster.membership import MembershipView
-from cluster.peer import CHANNEL_OPTIONS
-from cluster.retry import until_done
-from cluster.ring import Member, Ring, moved_ranges
-from cluster.rpc.v1 import node_pb2 as pb
-from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
-from node._ownership import RingOwnership
-from node._runtime import Runtime
-from node._store import ALARM, alarm_record_time
+from abode.cluster.ids import ring_position
+from abode.cluster.membership import MembershipView
+from abode.cluster.peer import CHANNEL_OPTIONS
+from abode.cluster.retry import until_done
+from abode.cluster.ring import Member, Ring, moved_ranges
+from abode.cluster.rpc.v1 import node_pb2 as pb
+from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+from abode.node._ownership import RingOwnership
+from abode.node._runtime import Runtime
+from abode.node._store import ALARM, alarm_record_time
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cluster import codec
-from cluster.errors import (
+from abode.cluster import codec
+from abode.cluster.errors import (
     AbodeError,
     CallTimeout,
     CommitFailed,
@@ -29,18 +29,24 @@ from cluster.errors import (
     Unavailable,
     UnknownMethod,
 )
-from cluster.http import Request, Response
-from cluster.ids import ObjectId
-from cluster.invocation import current_chain, current_deadline
-from cluster.sockets import Frame
-from node._object import RESERVED_METHODS, AbortSignal, AlarmInfo, DurableObject, ObjectContext
-from node._sockets import SocketInfo
-from node._storage import Frame as StorageFrame
-from node._storage import Storage
-from node._websocket import WebSocket
+from abode.cluster.http import Request, Response
+from abode.cluster.ids import ObjectId
+from abode.cluster.invocation import current_chain, current_deadline
+from abode.cluster.sockets import Frame
+from abode.node._object import (
+    RESERVED_METHODS,
+    AbortSignal,
+    AlarmInfo,
+    DurableObject,
+    ObjectContext,
+)
+from abode.node._sockets import SocketInfo
+from abode.node._storage import Frame as StorageFrame
+from abode.node._storage import Storage
+from abode.node._websocket import WebSocket
 
 if TYPE_CHECKING:
-    from node._runtime import Runtime
+    from abode.node._runtime import Runtime
 
 log = logging.getLogger(__name__)
 

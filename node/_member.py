@@ -13,14 +13,14 @@ import logging
 import time
 from dataclasses import dataclass
 
-from cluster.app import App
-from cluster.membership import EtcdSession, Lease, MembershipView
-from cluster.retry import until_done
-from cluster.ring import Member
-from node._handoff import Handoff
-from node._ownership import Decision, Ownership, RingOwnership
-from node._replication import Catchup, ReplicaSink, Replicator
-from node._server import NodeConfig, NodeServer
+from abode.cluster.app import App
+from abode.cluster.membership import EtcdSession, Lease, MembershipView
+from abode.cluster.retry import until_done
+from abode.cluster.ring import Member
+from abode.node._handoff import Handoff
+from abode.node._ownership import Decision, Ownership, RingOwnership
+from abode.node._replication import Catchup, ReplicaSink, Replicator
+from abode.node._server import NodeConfig, NodeServer
 
 log = logging.getLogger(__name__)
 

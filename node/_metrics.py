@@ -35,16 +35,16 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
-from cluster import ids
-from cluster.errors import InvalidId
-from cluster.metrics import COUNT_BUCKETS, Histogram, counter, gauge, histogram
-from node._store import DATA
+from abode.cluster import ids
+from abode.cluster.errors import InvalidId
+from abode.cluster.metrics import COUNT_BUCKETS, Histogram, counter, gauge, histogram
+from abode.node._store import DATA
 
 if TYPE_CHECKING:
-    from node._host import Event, ObjectHost
-    from node._member import ClusterNode
-    from node._runtime import Runtime
-    from node._server import NodeServer
+    from abode.node._host import Event, ObjectHost
+    from abode.node._member import ClusterNode
+    from abode.node._runtime import Runtime
+    from abode.node._server import NodeServer
 
 __all__ = ["KINDS", "NodeMetrics", "Observer", "UsageLedger"]
 

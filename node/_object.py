@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from cluster.env import Env
-from cluster.errors import Aborted
-from cluster.http import Request, Response
-from cluster.ids import ObjectId
-from node._storage import Storage
-from node._websocket import WebSocket
+from abode.cluster.env import Env
+from abode.cluster.errors import Aborted
+from abode.cluster.http import Request, Response
+from abode.cluster.ids import ObjectId
+from abode.node._storage import Storage
+from abode.node._websocket import WebSocket
 
 if TYPE_CHECKING:
-    from node._host import ObjectHost
+    from abode.node._host import ObjectHost
 
 T = TypeVar("T")
 

@@ -14,9 +14,9 @@ import bisect
 import enum
 from collections.abc import Callable, Iterable
 
-from cluster.ids import ring_position
-from cluster.membership import MembershipView
-from cluster.placement import home_of, unavailable
+from abode.cluster.ids import ring_position
+from abode.cluster.membership import MembershipView
+from abode.cluster.placement import home_of, unavailable
 
 
 class Decision(enum.Enum):

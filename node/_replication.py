@@ -31,18 +31,18 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
 
-from cluster.ids import ring_position
-from cluster.membership import MembershipView
-from cluster.metrics import Histogram
-from cluster.peer import CHANNEL_OPTIONS
-from cluster.placement import home_of
-from cluster.retry import until_done
-from cluster.ring import Ring
-from cluster.rpc.v1 import node_pb2 as pb
-from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
-from node._dispatch import PeerPool
-from node._runtime import Runtime
-from node._store import Batch
+from abode.cluster.ids import ring_position
+from abode.cluster.membership import MembershipView
+from abode.cluster.metrics import Histogram
+from abode.cluster.peer import CHANNEL_OPTIONS
+from abode.cluster.placement import home_of
+from abode.cluster.retry import until_done
+from abode.cluster.ring import Ring
+from abode.cluster.rpc.v1 import node_pb2 as pb
+from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+from abode.node._dispatch import PeerPool
+from abode.node._runtime import Runtime
+from abode.node._store import Batch
 
 log = logging.getLogger(__name__)
 

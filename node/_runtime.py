@@ -17,17 +17,17 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from cluster import ids
-from cluster.app import App
-from cluster.env import Env
-from cluster.errors import Unavailable, UnknownNamespace
-from cluster.invocation import Invocation
-from node._alarms import AlarmScheduler
-from node._host import Event, ObjectHost, Reply
-from node._metrics import Observer
-from node._object import AlarmInfo
-from node._sockets import SocketInfo, SocketRegistry
-from node._store import GroupCommitter, Store
+from abode.cluster import ids
+from abode.cluster.app import App
+from abode.cluster.env import Env
+from abode.cluster.errors import Unavailable, UnknownNamespace
+from abode.cluster.invocation import Invocation
+from abode.node._alarms import AlarmScheduler
+from abode.node._host import Event, ObjectHost, Reply
+from abode.node._metrics import Observer
+from abode.node._object import AlarmInfo
+from abode.node._sockets import SocketInfo, SocketRegistry
+from abode.node._store import GroupCommitter, Store
 
 log = logging.getLogger(__name__)
 

@@ -12,16 +12,16 @@ from dataclasses import dataclass
 
 import grpc
 
-from cluster.app import App
-from cluster.env import Env
-from cluster.invocation import Invocation, Outcome
-from cluster.peer import CHANNEL_OPTIONS
-from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
-from node._dispatch import Dispatcher, PeerPool
-from node._ownership import Ownership
-from node._runtime import Runtime, RuntimeConfig
-from node._service import NodeService
-from node._store import Store
+from abode.cluster.app import App
+from abode.cluster.env import Env
+from abode.cluster.invocation import Invocation, Outcome
+from abode.cluster.peer import CHANNEL_OPTIONS
+from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+from abode.node._dispatch import Dispatcher, PeerPool
+from abode.node._ownership import Ownership
+from abode.node._runtime import Runtime, RuntimeConfig
+from abode.node._service import NodeService
+from abode.node._store import Store
 
 log = logging.getLogger(__name__)
 

@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from cluster import wire
-from cluster.rpc.v1 import node_pb2 as pb
-from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
-from cluster.sockets import NODE_METADATA, ROUTER_METADATA, Frame
-from node._dispatch import Dispatcher
-from node._runtime import Runtime
+from abode.cluster import wire
+from abode.cluster.rpc.v1 import node_pb2 as pb
+from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+from abode.cluster.sockets import NODE_METADATA, ROUTER_METADATA, Frame
+from abode.node._dispatch import Dispatcher
+from abode.node._runtime import Runtime
 
 if TYPE_CHECKING:
-    from node._handoff import Handoff
-    from node._replication import ReplicaSink
+    from abode.node._handoff import Handoff
+    from abode.node._replication import ReplicaSink
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cluster import codec
-from cluster.sockets import (
+from abode.cluster import codec
+from abode.cluster.sockets import (
     ABNORMAL,
     INTERNAL_ERROR,
     SERVICE_RESTART,
@@ -25,11 +25,11 @@ from cluster.sockets import (
     FrameKind,
     router_of,
 )
-from node._store import SOCKET
+from abode.node._store import SOCKET
 
 if TYPE_CHECKING:
-    from node._host import ObjectHost
-    from node._runtime import Runtime
+    from abode.node._host import ObjectHost
+    from abode.node._runtime import Runtime
 
 log = logging.getLogger(__name__)
 

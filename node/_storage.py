@@ -18,8 +18,8 @@ from contextvars import ContextVar, Token
 from datetime import datetime
 from typing import Any, TypeVar
 
-from cluster import codec
-from node._store import (
+from abode.cluster import codec
+from abode.node._store import (
     ALARM,
     DATA,
     SOCKET,

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import msgpack
 from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
-from cluster.errors import CommitUncertain
+from abode.cluster.errors import CommitUncertain
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

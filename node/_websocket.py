@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cluster import codec
-from cluster.sockets import NORMAL, Frame, FrameKind
+from abode.cluster import codec
+from abode.cluster.sockets import NORMAL, Frame, FrameKind
 
 if TYPE_CHECKING:
-    from node._sockets import SocketInfo, SocketRegistry
+    from abode.node._sockets import SocketInfo, SocketRegistry
 
 MAX_ATTACHMENT_BYTES = 16 * 1024
 

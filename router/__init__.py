@@ -1,5 +1,5 @@
 """The edge router: HTTP and WebSocket ingress, routing objects to their home nodes."""
 
-from router._server import RouterConfig, RouterServer
+from abode.router._server import RouterConfig, RouterServer
 
 __all__ = ["RouterConfig", "RouterServer"]

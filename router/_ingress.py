@@ -7,13 +7,13 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from cluster.app import App
-from cluster.env import Env
-from cluster.errors import AbodeError, RequestTooLarge
-from cluster.http import Request, Response, error_response
-from cluster.http_status import error_to_response
-from cluster.sockets import SocketOwner
-from router._websockets import SocketHub
+from abode.cluster.app import App
+from abode.cluster.env import Env
+from abode.cluster.errors import AbodeError, RequestTooLarge
+from abode.cluster.http import Request, Response, error_response
+from abode.cluster.http_status import error_to_response
+from abode.cluster.sockets import SocketOwner
+from abode.router._websockets import SocketHub
 
 log = logging.getLogger(__name__)
 

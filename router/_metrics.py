@@ -20,11 +20,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
-from cluster.metrics import Histogram, counter, gauge, histogram
+from abode.cluster.metrics import Histogram, counter, gauge, histogram
 
 if TYPE_CHECKING:
-    from cluster.membership import MembershipView
-    from router._server import RouterServer
+    from abode.cluster.membership import MembershipView
+    from abode.router._server import RouterServer
 
 __all__ = ["RouterMetrics"]
 

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from cluster.app import App
-from cluster.env import Env
-from cluster.placement import Placement
-from router._ingress import make_app
-from router._transport import RouterTransport
-from router._websockets import SocketHub
+from abode.cluster.app import App
+from abode.cluster.env import Env
+from abode.cluster.placement import Placement
+from abode.router._ingress import make_app
+from abode.router._transport import RouterTransport
+from abode.router._websockets import SocketHub
 
 if TYPE_CHECKING:
-    from router._metrics import RouterMetrics
+    from abode.router._metrics import RouterMetrics
 
 log = logging.getLogger(__name__)
 

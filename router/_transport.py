@@ -6,11 +6,11 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from cluster.errors import Unavailable
-from cluster.invocation import Invocation, Outcome
-from cluster.peer import FrameHandler, PeerClient
-from cluster.placement import Placement
-from cluster.sockets import Frame
+from abode.cluster.errors import Unavailable
+from abode.cluster.invocation import Invocation, Outcome
+from abode.cluster.peer import FrameHandler, PeerClient
+from abode.cluster.placement import Placement
+from abode.cluster.sockets import Frame
 
 # How long a stream to a node that left stays open for the answers of its calls in
 # flight; a little over the default call timeout, after which they fail anyway.

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 
-from cluster.errors import Unavailable
-from cluster.sockets import (
+from abode.cluster.errors import Unavailable
+from abode.cluster.sockets import (
     ABNORMAL,
     GOING_AWAY,
     SERVICE_RESTART,
@@ -25,7 +25,7 @@ from cluster.sockets import (
     SocketOwner,
     new_socket_id,
 )
-from router._transport import RouterTransport
+from abode.router._transport import RouterTransport
 
 log = logging.getLogger(__name__)
 

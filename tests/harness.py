@@ -58,7 +58,7 @@ class DevProcess:
     def start(self, timeout: float = 30.0) -> DevProcess:
         self._ready.unlink(missing_ok=True)
         log = open(self._log_path, "ab")
-        cmd = [sys.executable, "-m", "cluster.cli", "dev", self.app, "--port", "0",
+        cmd = [sys.executable, "-m", "abode", "dev", self.app, "--port", "0",
                "--data", str(self.data), "--ready-file", str(self._ready), *self.extra]
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,

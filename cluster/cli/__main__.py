@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 import uvloop
 
-from cluster.app import AppError
-from cluster.cli.usage import HELP as USAGE_HELP
-from node._runtime import RuntimeConfig
-from node._store import StoreLocked
+from abode.cluster.app import AppError
+from abode.cluster.cli.usage import HELP as USAGE_HELP
+from abode.node._runtime import RuntimeConfig
+from abode.node._store import StoreLocked
 
 log = logging.getLogger("abode")
 
@@ -169,7 +169,7 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     command = args.command
     if command == "dev":
-        from cluster.cli.dev import DevConfig, run_dev
+        from abode.cluster.cli.dev import DevConfig, run_dev
 
         await run_dev(DevConfig(
             app=args.app, port=args.port, host=args.host, data=args.data,
@@ -177,14 +177,14 @@ async def _serve(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port, storage_scan_interval=args.storage_scan_interval,
         ), stop)
     elif command == "up":
-        from cluster.cli.up import UpConfig, run_up
+        from abode.cluster.cli.up import UpConfig, run_up
 
         return await run_up(UpConfig(
             app=args.app, nodes=args.nodes, routers=args.routers, replicas=args.replicas,
             port=args.port, data=args.data, idle_timeout=args.idle_timeout, cluster=args.cluster,
         ), stop)
     elif command == "node":
-        from cluster.cli.members import NodeProcessConfig, run_node
+        from abode.cluster.cli.members import NodeProcessConfig, run_node
 
         await run_node(NodeProcessConfig(
             app=args.app, etcd=args.etcd, node_id=args.id, listen=args.listen,
@@ -194,8 +194,8 @@ async def _serve(args: argparse.Namespace) -> int:
             storage_scan_interval=args.storage_scan_interval,
         ), stop)
     elif command == "router":
-        from cluster.cli.members import RouterProcessConfig, run_router
-        from router import RouterConfig
+        from abode.cluster.cli.members import RouterProcessConfig, run_router
+        from abode.router import RouterConfig
 
         await run_router(RouterProcessConfig(
             app=args.app, etcd=args.etcd, cluster=args.cluster,
@@ -204,18 +204,18 @@ async def _serve(args: argparse.Namespace) -> int:
             ready_file=args.ready_file,
         ), stop)
     elif command == "status":
-        from cluster.cli.admin import status
+        from abode.cluster.cli.admin import status
 
         return await status(args.etcd, args.cluster)
     elif command == "usage":
-        from cluster.cli.usage import usage
+        from abode.cluster.cli.usage import usage
 
         return await usage(
             etcd=args.etcd, cluster=args.cluster, since=args.since, memory_mb=args.memory_mb,
             urls=[u for u in args.url.split(",") if u.strip()], as_json=args.json,
         )
     elif command == "remove":
-        from cluster.cli.admin import remove
+        from abode.cluster.cli.admin import remove
 
         return await remove(args.node_id, args.etcd, args.cluster)
     return 0

@@ -6,11 +6,11 @@ import asyncio
 
 import grpc
 
-from cluster.membership import EtcdSession, MembershipSnapshot
-from cluster.peer import CHANNEL_OPTIONS
-from cluster.ring import KEYSPACE, Ring
-from cluster.rpc.v1 import node_pb2 as pb
-from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+from abode.cluster.membership import EtcdSession, MembershipSnapshot
+from abode.cluster.peer import CHANNEL_OPTIONS
+from abode.cluster.ring import KEYSPACE, Ring
+from abode.cluster.rpc.v1 import node_pb2 as pb
+from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
 
 
 async def _info(address: str) -> pb.InfoReply | None:

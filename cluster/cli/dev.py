@@ -7,15 +7,15 @@ import logging
 import os
 from dataclasses import dataclass
 
-from cluster.app import load_app
-from cluster.cli._common import metrics_url, start_metrics, write_ready
-from cluster.metrics import new_registry
-from cluster.placement import StaticPlacement
-from node._metrics import NodeMetrics
-from node._runtime import RuntimeConfig
-from node._server import NodeConfig, NodeServer
-from router import RouterConfig, RouterServer
-from router._metrics import RouterMetrics
+from abode.cluster.app import load_app
+from abode.cluster.cli._common import metrics_url, start_metrics, write_ready
+from abode.cluster.metrics import new_registry
+from abode.cluster.placement import StaticPlacement
+from abode.node._metrics import NodeMetrics
+from abode.node._runtime import RuntimeConfig
+from abode.node._server import NodeConfig, NodeServer
+from abode.router import RouterConfig, RouterServer
+from abode.router._metrics import RouterMetrics
 
 log = logging.getLogger(__name__)
 

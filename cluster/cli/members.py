@@ -8,18 +8,18 @@ import os
 import socket
 from dataclasses import dataclass
 
-from cluster.app import load_app
-from cluster.cli._common import host_of, metrics_url, start_metrics, write_ready
-from cluster.membership import EtcdSession, Lease, MembershipView
-from cluster.metrics import new_registry
-from cluster.placement import RingPlacement
-from cluster.retry import until_done
-from node._member import ClusterNode, MemberConfig
-from node._metrics import NodeMetrics
-from node._runtime import RuntimeConfig
-from node._server import NodeConfig
-from router import RouterConfig, RouterServer
-from router._metrics import RouterMetrics
+from abode.cluster.app import load_app
+from abode.cluster.cli._common import host_of, metrics_url, start_metrics, write_ready
+from abode.cluster.membership import EtcdSession, Lease, MembershipView
+from abode.cluster.metrics import new_registry
+from abode.cluster.placement import RingPlacement
+from abode.cluster.retry import until_done
+from abode.node._member import ClusterNode, MemberConfig
+from abode.node._metrics import NodeMetrics
+from abode.node._runtime import RuntimeConfig
+from abode.node._server import NodeConfig
+from abode.router import RouterConfig, RouterServer
+from abode.router._metrics import RouterMetrics
 
 log = logging.getLogger(__name__)
 

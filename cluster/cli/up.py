@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.cli.etcd import EtcdProcess, start_etcd
+from abode.cluster.cli.etcd import EtcdProcess, start_etcd
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ class Child:
         self.ready.unlink(missing_ok=True)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cluster.cli", *args, "--ready-file", str(self.ready)],
+                [sys.executable, "-m", "abode", *args, "--ready-file", str(self.ready)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )

@@ -32,10 +32,10 @@ from typing import Any
 import aiohttp
 import grpc
 
-from cluster.membership import EtcdSession
-from cluster.peer import CHANNEL_OPTIONS
-from cluster.rpc.v1 import node_pb2 as pb
-from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+from abode.cluster.membership import EtcdSession
+from abode.cluster.peer import CHANNEL_OPTIONS
+from abode.cluster.rpc.v1 import node_pb2 as pb
+from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
 
 KINDS = ("fetch", "rpc", "alarm", "websocket")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node import DurableObject, Request, Response
+from abode import DurableObject, Request, Response
 
 TICKETS = 100
 

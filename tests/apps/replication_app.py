@@ -22,7 +22,7 @@ import os
 import time
 from typing import Any
 
-from node import DurableObject, Request, Response, WebSocket
+from abode import DurableObject, Request, Response, WebSocket
 
 OP = "op:"
 

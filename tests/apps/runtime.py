@@ -14,7 +14,7 @@ import time
 import weakref
 from typing import Any
 
-from node import (
+from abode import (
     AlarmInfo,
     CallTimeout,
     DurableObject,

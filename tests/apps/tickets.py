@@ -1,6 +1,6 @@
 """A ticket sale for tests: 100 tickets, one object owns the count (no edge function)."""
 
-from node import DurableObject, Request, Response
+from abode import DurableObject, Request, Response
 
 TOTAL = 100
 

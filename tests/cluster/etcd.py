@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.cli.etcd import ETCD_BIN, EtcdProcess, free_port
-from cluster.cli.etcd import start_etcd as _start_etcd
+from abode.cluster.cli.etcd import ETCD_BIN, EtcdProcess, free_port
+from abode.cluster.cli.etcd import start_etcd as _start_etcd
 
 __all__ = ["ETCD_BIN", "EtcdProcess", "free_port", "start_etcd"]
 

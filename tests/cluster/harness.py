@@ -28,10 +28,10 @@ from typing import Any
 
 import grpc
 
-from cluster.env import Env
-from cluster.peer import CHANNEL_OPTIONS, PeerClient
-from cluster.rpc.v1 import node_pb2 as pb
-from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+from abode.cluster.env import Env
+from abode.cluster.peer import CHANNEL_OPTIONS, PeerClient
+from abode.cluster.rpc.v1 import node_pb2 as pb
+from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
 from tests.cluster.etcd import EtcdProcess
 from tests.harness import ROOT
 
@@ -41,7 +41,7 @@ LEASE_TTL = 2.0
 
 
 def abode_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cluster.cli", *args]
+    return [sys.executable, "-m", "abode", *args]
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:

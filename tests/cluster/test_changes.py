@@ -18,8 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from cluster import ids
-from cluster.ring import Member, Ring, position_of
+from abode.cluster import ids
+from abode.cluster.ring import Member, Ring, position_of
 from tests.cluster.harness import Cluster, EtcdProxy
 from tests.cluster.load import CounterLoad, get_json, wait_healthy
 from tests.harness import assert_eventually

@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from cluster import ids
-from cluster.errors import Unavailable
-from cluster.ring import Member, Ring, position_of
+from abode.cluster import ids
+from abode.cluster.errors import Unavailable
+from abode.cluster.ring import Member, Ring, position_of
 from tests.cluster.harness import Cluster, EtcdProxy, overlaps, record_lines
 from tests.cluster.load import CounterLoad, get_json, wait_healthy
 from tests.harness import assert_eventually

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from cluster.membership import (
+from abode.cluster.membership import (
     EtcdSession,
     EtcdUnavailableError,
     LiveNode,
@@ -16,7 +16,7 @@ from cluster.membership import (
     MembershipView,
     parse_etcd_endpoints,
 )
-from cluster.ring import Member
+from abode.cluster.ring import Member
 from tests.cluster.etcd import EtcdProcess, free_port
 
 pytestmark = pytest.mark.timeout(30)

@@ -13,10 +13,10 @@ from collections import Counter
 import aiohttp
 import pytest
 
-from cluster import codec, ids
-from cluster.errors import Unavailable
-from cluster.invocation import Invocation
-from cluster.ring import Member, Ring, position_of
+from abode.cluster import codec, ids
+from abode.cluster.errors import Unavailable
+from abode.cluster.invocation import Invocation
+from abode.cluster.ring import Member, Ring, position_of
 from tests.cluster.harness import Cluster
 from tests.cluster.load import get_json, wait_healthy
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml  # noqa: E402  (the dev extra installs PyYAML)
 
-from cluster.cli.__main__ import apply_environment, build_parser
+from abode.cluster.cli.__main__ import apply_environment, build_parser
 from tests.harness import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -213,7 +213,7 @@ def test_dashboard_json_is_fresh() -> None:
 def _exported_families() -> set[str]:
     """Every ``abode_*`` family name the code defines, with the text format's suffixes."""
     names: set[str] = set()
-    for package in ("cluster", "node", "router"):
+    for package in ("abode", "cluster", "node", "router"):
         for path in (ROOT / package).rglob("*.py"):
             text = path.read_text()
             for kind, name in re.findall(r'\b(counter|gauge|histogram)\(\s*"(abode_[a-z0-9_]+)"',

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from cluster.cli.__main__ import apply_environment, build_parser
+from abode.cluster.cli.__main__ import apply_environment, build_parser
 from tests.cluster.etcd import EtcdProcess, start_etcd
 from tests.harness import ROOT
 
@@ -53,7 +53,7 @@ class Proc:
         base = {k: v for k, v in os.environ.items() if not k.startswith("ABODE_")}
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cluster.cli", *args, "--ready-file", str(self.ready)],
+                [sys.executable, "-m", "abode", *args, "--ready-file", str(self.ready)],
                 cwd=ROOT, env={**base, **env, "PYTHONUNBUFFERED": "1"},
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
@@ -136,7 +136,7 @@ def test_healthcheck_fails_without_an_abode_process(capsys: pytest.CaptureFixtur
 def test_abode_is_found_in_every_way_it_is_started() -> None:
     assert hc._abode_args(["/usr/local/bin/python", "/usr/local/bin/abode", "node", ""]) == [
         "node"]
-    assert hc._abode_args(["python", "-m", "cluster.cli", "router", "--port", "1"]) == [
+    assert hc._abode_args(["python", "-m", "abode", "router", "--port", "1"]) == [
         "router", "--port", "1"]
     assert hc._abode_args(["python", "-m", "pytest"]) is None
     assert hc._abode_args(["/usr/local/bin/abode", "--help"]) is None

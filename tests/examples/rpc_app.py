@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from abode import RemoteError, Request, Response
 from examples.app import Cart, Counter, Document, RateLimiter, Tickets
-from node import RemoteError, Request, Response
 
 __all__ = ["Cart", "Counter", "Document", "RateLimiter", "Tickets", "edge"]
 

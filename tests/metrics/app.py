@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-from node import AlarmInfo, DurableObject, Request, Response, WebSocket
+from abode import AlarmInfo, DurableObject, Request, Response, WebSocket
 
 
 class Meter(DurableObject):

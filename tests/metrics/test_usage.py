@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import CollectorRegistry
 
-from cluster.cli.usage import parse_since, usage_url
-from cluster.metrics import Histogram
-from node._metrics import NodeMetrics, UsageLedger
+from abode.cluster.cli.usage import parse_since, usage_url
+from abode.cluster.metrics import Histogram
+from abode.node._metrics import NodeMetrics, UsageLedger
 from tests.harness import ROOT, assert_eventually
 from tests.metrics.helpers import APP, call, scrape
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def abode(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cluster.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "abode", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 

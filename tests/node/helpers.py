@@ -6,7 +6,7 @@ from typing import Any
 
 import aiohttp
 
-from cluster import ids
+from abode.cluster import ids
 
 
 def hex_of(namespace: str, name: str) -> str:

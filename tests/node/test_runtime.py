@@ -11,7 +11,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from cluster import ids
+from abode.cluster import ids
 from tests.harness import assert_eventually
 from tests.node.helpers import fetch_json, hex_of
 
@@ -138,9 +138,9 @@ async def test_private_rpc_method_is_refused_by_the_stub(dev, http):
 
 async def test_private_rpc_method_is_refused_by_the_node(dev):
     """The stub refuses ``_names`` locally; a raw call must be refused by the node too."""
-    from cluster.errors import UnknownMethod
-    from cluster.invocation import Invocation
-    from cluster.peer import PeerClient
+    from abode.cluster.errors import UnknownMethod
+    from abode.cluster.invocation import Invocation
+    from abode.cluster.peer import PeerClient
 
     peer = PeerClient(dev.info["grpc"])
     try:

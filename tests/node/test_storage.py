@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cluster import ids
-from cluster.codec import MAX_KEY_BYTES, MAX_VALUE_BYTES
-from node._storage import MAX_BATCH_KEYS, Storage
-from node._store import GroupCommitter, Store
+from abode.cluster import ids
+from abode.cluster.codec import MAX_KEY_BYTES, MAX_VALUE_BYTES
+from abode.node._storage import MAX_BATCH_KEYS, Storage
+from abode.node._store import GroupCommitter, Store
 
 NS = "Test"
 

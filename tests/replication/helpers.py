@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from cluster.membership import EtcdSession, MembershipSnapshot
+from abode.cluster.membership import EtcdSession, MembershipSnapshot
 from tests.cluster.harness import Cluster
 from tests.harness import assert_eventually
 

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.cli.etcd import EtcdProcess, free_port
+from abode.cluster.cli.etcd import EtcdProcess, free_port
 from tests.cluster.harness import Child, Cluster
 from tests.harness import ROOT
 
@@ -124,7 +124,7 @@ class NsChild(Child):
             log.write(f"---- start (netns {self.netns}) {' '.join(self.args)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.netns, sys.executable, "-m", "cluster.cli",
+                ["ip", "netns", "exec", self.netns, sys.executable, "-m", "abode",
                  *self.args, "--ready-file", str(self.ready_path)],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -38,8 +38,8 @@ NODES = ("n1", "n2", "n3")
 # that still believes it is home would reach it) and prints each outcome.
 DIRECT = """
 import asyncio, json, sys
-from cluster.env import Env
-from cluster.peer import PeerClient
+from abode.cluster.env import Env
+from abode.cluster.peer import PeerClient
 
 async def main(address, pairs):
     peer = PeerClient(address)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from node._store import TERM_SHIFT, VERSION, Batch, Store
+from abode.node._store import TERM_SHIFT, VERSION, Batch, Store
 
 A = bytes([1]) * 32
 B = bytes([2]) * 32

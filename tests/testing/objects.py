@@ -1,11 +1,11 @@
-"""Object classes the node.testing tests run in a testbed."""
+"""Object classes the abode.testing tests run in a testbed."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from node import AlarmInfo, DurableObject, Request, Response, WebSocket
+from abode import AlarmInfo, DurableObject, Request, Response, WebSocket
 
 
 class Reminder(DurableObject):

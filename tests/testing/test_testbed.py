@@ -1,4 +1,4 @@
-"""node.testing.ObjectTestbed: the real runtime in-process, for users' unit tests."""
+"""abode.testing.ObjectTestbed: the real runtime in-process, for users' unit tests."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from cluster.errors import Overloaded, RemoteError, UnknownMethod
+from abode.cluster.errors import Overloaded, RemoteError, UnknownMethod
+from abode.testing import ObjectTestbed, SocketClosed, UpgradeRefused
 from examples.chat import ChatRoom
 from examples.counter import Counter
 from examples.ratelimit import RateLimiter
-from node.testing import ObjectTestbed, SocketClosed, UpgradeRefused
 from tests.harness import assert_eventually
 from tests.testing.objects import Account, Bank, Booted, Echo, Faulty, Reminder
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.cli.__main__ import apply_environment, build_parser
+from abode.cluster.cli.__main__ import apply_environment, build_parser
 
 
 def parse(argv: list[str], environ: dict[str, str] | None = None):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cluster import errors, wire
-from cluster.http import Response
-from cluster.http_status import HTTP_STATUS, error_to_response, status_for
+from abode.cluster import errors, wire
+from abode.cluster.http import Response
+from abode.cluster.http_status import HTTP_STATUS, error_to_response, status_for
 
 
 @pytest.mark.parametrize("cls", sorted(errors.CODES.values(), key=lambda c: c.code))

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cluster import ids
-from cluster.errors import InvalidId
+from abode.cluster import ids
+from abode.cluster.errors import InvalidId
 
 EXPECTED_CLICKS = "c9aab2f947b8bd3ec313dd945a11fce7bbb9ae0786e8827239e81bca3d8475fb"
 NAMESPACES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,80}", fullmatch=True)

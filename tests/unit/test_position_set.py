@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node._ownership import PositionSet
+from abode.node._ownership import PositionSet
 
 N = 64  # a small keyspace stands in for 2^64; end 0 still means "to the end"
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.ring import (
+from abode.cluster.ring import (
     KEYSPACE,
     Member,
     Ring,

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cluster import ids
-from cluster.errors import InvalidId, UnknownNamespace
-from cluster.routing import route_request
+from abode.cluster import ids
+from abode.cluster.errors import InvalidId, UnknownNamespace
+from abode.cluster.routing import route_request
 
 NAMESPACES = {"Room", "Counter"}
 ROOM_ID = ids.id_from_name("Room", "lobby")

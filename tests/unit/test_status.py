@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from cluster.cli.admin import _under_replicated
-from cluster.membership import LiveNode, MembershipSnapshot
-from cluster.ring import Member, Ring
+from abode.cluster.cli.admin import _under_replicated
+from abode.cluster.membership import LiveNode, MembershipSnapshot
+from abode.cluster.ring import Member, Ring
 
 NODES = ["a", "b", "c"]
 

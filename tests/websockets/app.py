@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from node import DurableObject, Request, Response, WebSocket
+from abode import DurableObject, Request, Response, WebSocket
 
 
 class Room(DurableObject):

@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import grpc
 
-from cluster.rpc.v1 import node_pb2 as pb
-from cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+from abode.cluster.rpc.v1 import node_pb2 as pb
+from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
 from tests.harness import DevProcess
 
 APP = "tests.websockets.app"

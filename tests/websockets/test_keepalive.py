@@ -6,7 +6,7 @@ the node answered the router's 10 s keepalives with GOAWAY "too_many_pings" afte
 30 s, so this pins the setting instead.
 """
 
-from cluster.peer import CHANNEL_OPTIONS
+from abode.cluster.peer import CHANNEL_OPTIONS
 
 
 def test_node_accepts_the_keepalive_pings_its_clients_send():

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from cluster.rpc.v1 import node_pb2 as cluster_dot_rpc_dot_v1_dot_node__pb2
+from abode.cluster.rpc.v1 import node_pb2 as abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in cluster/rpc/v1/node_pb2_grpc.py depends on'
+        + ' but the generated code in abode/cluster/rpc/v1/node_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -35,29 +35,29 @@ class NodeStub:
             channel: A grpc.Channel.
         """
         self.Exchange = channel.stream_stream(
-                '/cluster.rpc.v1.Node/Exchange',
-                request_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.Envelope.SerializeToString,
-                response_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.Envelope.FromString,
+                '/abode.cluster.rpc.v1.Node/Exchange',
+                request_serializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.Envelope.SerializeToString,
+                response_deserializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.Envelope.FromString,
                 _registered_method=True)
         self.Info = channel.unary_unary(
-                '/cluster.rpc.v1.Node/Info',
-                request_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.InfoRequest.SerializeToString,
-                response_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.InfoReply.FromString,
+                '/abode.cluster.rpc.v1.Node/Info',
+                request_serializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.InfoRequest.SerializeToString,
+                response_deserializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.InfoReply.FromString,
                 _registered_method=True)
         self.Pull = channel.unary_stream(
-                '/cluster.rpc.v1.Node/Pull',
-                request_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.SerializeToString,
-                response_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.FromString,
+                '/abode.cluster.rpc.v1.Node/Pull',
+                request_serializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.SerializeToString,
+                response_deserializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.FromString,
                 _registered_method=True)
         self.Release = channel.unary_unary(
-                '/cluster.rpc.v1.Node/Release',
-                request_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.SerializeToString,
-                response_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.ReleaseReply.FromString,
+                '/abode.cluster.rpc.v1.Node/Release',
+                request_serializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.SerializeToString,
+                response_deserializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.ReleaseReply.FromString,
                 _registered_method=True)
         self.FetchObject = channel.unary_unary(
-                '/cluster.rpc.v1.Node/FetchObject',
-                request_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.FetchObjectRequest.SerializeToString,
-                response_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.FromString,
+                '/abode.cluster.rpc.v1.Node/FetchObject',
+                request_serializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.FetchObjectRequest.SerializeToString,
+                response_deserializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.FromString,
                 _registered_method=True)
 
 
@@ -105,34 +105,34 @@ def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Exchange': grpc.stream_stream_rpc_method_handler(
                     servicer.Exchange,
-                    request_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.Envelope.FromString,
-                    response_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.Envelope.SerializeToString,
+                    request_deserializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.Envelope.FromString,
+                    response_serializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.Envelope.SerializeToString,
             ),
             'Info': grpc.unary_unary_rpc_method_handler(
                     servicer.Info,
-                    request_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.InfoRequest.FromString,
-                    response_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.InfoReply.SerializeToString,
+                    request_deserializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.InfoRequest.FromString,
+                    response_serializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.InfoReply.SerializeToString,
             ),
             'Pull': grpc.unary_stream_rpc_method_handler(
                     servicer.Pull,
-                    request_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.FromString,
-                    response_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.SerializeToString,
+                    request_deserializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.FromString,
+                    response_serializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.SerializeToString,
             ),
             'Release': grpc.unary_unary_rpc_method_handler(
                     servicer.Release,
-                    request_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.FromString,
-                    response_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.ReleaseReply.SerializeToString,
+                    request_deserializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.FromString,
+                    response_serializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.ReleaseReply.SerializeToString,
             ),
             'FetchObject': grpc.unary_unary_rpc_method_handler(
                     servicer.FetchObject,
-                    request_deserializer=cluster_dot_rpc_dot_v1_dot_node__pb2.FetchObjectRequest.FromString,
-                    response_serializer=cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.SerializeToString,
+                    request_deserializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.FetchObjectRequest.FromString,
+                    response_serializer=abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'cluster.rpc.v1.Node', rpc_method_handlers)
+            'abode.cluster.rpc.v1.Node', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('cluster.rpc.v1.Node', rpc_method_handlers)
+    server.add_registered_method_handlers('abode.cluster.rpc.v1.Node', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -153,9 +153,9 @@ class Node:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/cluster.rpc.v1.Node/Exchange',
-            cluster_dot_rpc_dot_v1_dot_node__pb2.Envelope.SerializeToString,
-            cluster_dot_rpc_dot_v1_dot_node__pb2.Envelope.FromString,
+            '/abode.cluster.rpc.v1.Node/Exchange',
+            abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.Envelope.SerializeToString,
+            abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.Envelope.FromString,
             options,
             channel_credentials,
             insecure,
@@ -180,9 +180,9 @@ class Node:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cluster.rpc.v1.Node/Info',
-            cluster_dot_rpc_dot_v1_dot_node__pb2.InfoRequest.SerializeToString,
-            cluster_dot_rpc_dot_v1_dot_node__pb2.InfoReply.FromString,
+            '/abode.cluster.rpc.v1.Node/Info',
+            abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.InfoRequest.SerializeToString,
+            abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.InfoReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -207,9 +207,9 @@ class Node:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/cluster.rpc.v1.Node/Pull',
-            cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.SerializeToString,
-            cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.FromString,
+            '/abode.cluster.rpc.v1.Node/Pull',
+            abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.SerializeToString,
+            abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.FromString,
             options,
             channel_credentials,
             insecure,
@@ -234,9 +234,9 @@ class Node:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cluster.rpc.v1.Node/Release',
-            cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.SerializeToString,
-            cluster_dot_rpc_dot_v1_dot_node__pb2.ReleaseReply.FromString,
+            '/abode.cluster.rpc.v1.Node/Release',
+            abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.PullRequest.SerializeToString,
+            abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.ReleaseReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -261,9 +261,9 @@ class Node:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cluster.rpc.v1.Node/FetchObject',
-            cluster_dot_rpc_dot_v1_dot_node__pb2.FetchObjectRequest.SerializeToString,
-            cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.FromString,
+            '/abode.cluster.rpc.v1.Node/FetchObject',
+            abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.FetchObjectRequest.SerializeToString,
+            abode_dot_cluster_dot_rpc_dot_v1_dot_node__pb2.PullChunk.FromString,
             options,
             channel_credentials,
             insecure,

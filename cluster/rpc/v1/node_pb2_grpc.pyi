@@ -9,7 +9,7 @@ that were ready when it was written, matched by call id. Unary RPCs are for
 control only.
 """
 
-from cluster.rpc.v1 import node_pb2 as _node_pb2
+from abode.cluster.rpc.v1 import node_pb2 as _node_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1

@@ -1,4 +1,4 @@
-"""``node.testing``: run your object classes in-process, for your own unit tests.
+"""``abode.testing``: run your object classes in-process, for your own unit tests.
 
 ``ObjectTestbed`` composes the node's real runtime (mailboxes, turns, storage cache,
 group commit on a temporary RocksDB, output gate, alarms, WebSocket registry) with
@@ -6,7 +6,7 @@ no etcd, no router and no network. Calls take the same path as calls between
 objects on one node, so what passes here behaves the same under ``abode dev``.
 
     import pytest
-    from node.testing import ObjectTestbed
+    from abode.testing import ObjectTestbed
     from examples.counter import Counter
 
     async def test_counter() -> None:
@@ -36,24 +36,24 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from cluster import codec
-from cluster.app import App
-from cluster.env import Env, Stub
-from cluster.errors import (
+from abode.cluster import codec
+from abode.cluster.app import App
+from abode.cluster.env import Env, Stub
+from abode.cluster.errors import (
     AbodeError,
     RemoteError,
     UnknownNamespace,
 )
-from cluster.http import HeadersLike, Request, Response
-from cluster.http_status import error_to_response
-from cluster.ids import ObjectId
-from cluster.sockets import NORMAL, Frame, FrameKind, new_socket_id
-from node._dispatch import Dispatcher, PeerPool
-from node._object import AlarmInfo, DurableObject
-from node._ownership import Ownership
-from node._runtime import Runtime, RuntimeConfig
-from node._server import _DispatchTransport
-from node._store import ALARM, DATA, Store, alarm_record_time
+from abode.cluster.http import HeadersLike, Request, Response
+from abode.cluster.http_status import error_to_response
+from abode.cluster.ids import ObjectId
+from abode.cluster.sockets import NORMAL, Frame, FrameKind, new_socket_id
+from abode.node._dispatch import Dispatcher, PeerPool
+from abode.node._object import AlarmInfo, DurableObject
+from abode.node._ownership import Ownership
+from abode.node._runtime import Runtime, RuntimeConfig
+from abode.node._server import _DispatchTransport
+from abode.node._store import ALARM, DATA, Store, alarm_record_time
 
 __all__ = ["ObjectTestbed", "SocketClosed", "TestSocket", "TestStub", "UpgradeRefused"]
 
