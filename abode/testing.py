@@ -48,7 +48,9 @@ from abode.cluster.http import HeadersLike, Request, Response
 from abode.cluster.http_status import error_to_response
 from abode.cluster.ids import ObjectId
 from abode.cluster.sockets import NORMAL, Frame, FrameKind, new_socket_id
+from abode.cluster.supervisor import Supervisor
 from abode.node._dispatch import Dispatcher, PeerPool
+from abode.node._fence import StaticFence
 from abode.node._object import AlarmInfo, DurableObject
 from abode.node._ownership import Ownership
 from abode.node._runtime import Runtime, RuntimeConfig
@@ -219,6 +221,7 @@ class ObjectTestbed:
         self._sync = sync
         self._own_dir = data_dir is None
         self._dir = str(data_dir) if data_dir is not None else ""
+        self._supervisor: Supervisor | None = None
         self._store: Store | None = None
         self._runtime: Runtime | None = None
         self._peers: PeerPool | None = None
@@ -239,18 +242,27 @@ class ObjectTestbed:
             return
         if not self._dir:
             self._dir = tempfile.mkdtemp(prefix="abode-testbed-")
-        self._store = Store(os.path.join(self._dir, "db"), sync=self._sync)
+        # One node, home for every object and never fenced, as ``abode dev``.
+        fence = StaticFence()
+        supervisor = Supervisor("abode.testing")
+        await supervisor.__aenter__()
+        self._supervisor = supervisor
+        self._store = Store(os.path.join(self._dir, "db"), sync=self._sync, term=fence.term)
         transport = _DispatchTransport()
         self._env = Env(self._app.namespaces, transport, call_timeout=self._config.call_timeout)
-        self._runtime = Runtime(self._app, self._store, self._env, self._config)
+        self._runtime = Runtime(self._app, self._store, self._env, self._config, fence=fence,
+                                replicate=None, tasks=supervisor)
         self._peers = PeerPool()
-        transport.dispatcher = Dispatcher(self._runtime, Ownership(), self._peers)
+        transport.bind(Dispatcher(self._runtime, Ownership(), self._peers))
         await self._runtime.start()
         self._runtime.sockets.attach_stream(_ROUTER, self._push)
 
     async def _stop(self, grace: float) -> None:
         runtime, store, peers = self._runtime, self._store, self._peers
+        supervisor, self._supervisor = self._supervisor, None
         self._runtime = self._store = self._peers = None
+        if supervisor is not None:
+            supervisor.begin_stop()
         if runtime is not None:
             await runtime.drain(timeout=grace)
             await runtime.stop()
@@ -258,6 +270,8 @@ class ObjectTestbed:
             await peers.close()
         if store is not None:
             store.close()
+        if supervisor is not None:
+            await supervisor.__aexit__(None, None, None)
 
     async def close(self, grace: float = 10.0) -> None:
         """Drain (as a node's SIGTERM does), close the store, delete a temporary dir."""

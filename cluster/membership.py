@@ -34,6 +34,7 @@ from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
 from abode.cluster.ring import WEIGHT_UNIT, Member, Ring
+from abode.cluster.supervisor import Tasks
 
 __all__ = [
     "DEFAULT_CLUSTER",
@@ -271,9 +272,10 @@ class EtcdSession:
 
     # -- writes -----------------------------------------------------------------------
 
-    async def start_lease(self, ttl: float | None = None) -> Lease:
-        """Grant a lease of `ttl` seconds (default: the session's) and keep it alive."""
-        lease = await Lease.start(self, self.ttl if ttl is None else ttl)
+    async def start_lease(self, ttl: float | None = None, *, tasks: Tasks | None = None) -> Lease:
+        """Grant a lease of `ttl` seconds (default: the session's) and keep it alive
+        (by a task of `tasks`, the process's supervisor, when given)."""
+        lease = await Lease.start(self, self.ttl if ttl is None else ttl, tasks=tasks)
         self._leases.add(lease)
         return lease
 
@@ -394,14 +396,18 @@ class Lease:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, session: EtcdSession, ttl: float) -> Lease:
+    async def start(cls, session: EtcdSession, ttl: float, *, tasks: Tasks | None = None) -> Lease:
         if ttl <= 0:
             raise ValueError(f"lease TTL must be positive, got {ttl}")
         sent = time.monotonic()
         raw = await session.client.lease(math.ceil(ttl))
         # etcd may round a short TTL up to its minimum; fencing keeps the shorter one.
         lease = cls(session, raw.id, min(float(ttl), float(raw.ttl)), sent)
-        lease._task = asyncio.create_task(lease._keepalive(), name=f"lease-{raw.id:x}")
+        name = f"lease-keepalive-{raw.id:x}"
+        # Its keepalive ends when etcd says the lease is gone: that is the lease's end,
+        # not the process's (its owner takes a new one); only raising is fatal.
+        lease._task = (tasks.start(name, lease._keepalive(), may_end=True) if tasks is not None
+                       else asyncio.create_task(lease._keepalive(), name=name))
         log.info("lease %x granted, ttl %gs", raw.id, lease.ttl)
         return lease
 
@@ -589,13 +595,23 @@ class MembershipView:
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._watch_created = False
+        self._give_up_after: float | None = None
 
     @classmethod
-    async def start(cls, session: EtcdSession) -> MembershipView:
+    async def start(
+        cls,
+        session: EtcdSession,
+        *,
+        tasks: Tasks | None = None,
+        give_up_after: float | None = None,
+    ) -> MembershipView:
         """Load the current state (one read) and follow it from the next revision.
 
         Raises `EtcdUnavailableError` if the first read fails: a process should not
-        start routing from an empty view.
+        start routing from an empty view. The watch runs as a task of `tasks` (the
+        process's supervisor) when given. With `give_up_after`, a watch that cannot
+        reload for that many seconds raises `EtcdUnavailableError` (its supervisor
+        then stops the process, to be restarted) instead of retrying for ever.
         """
         try:
             snapshot = await session.snapshot()
@@ -608,7 +624,9 @@ class MembershipView:
             sorted(view.members),
             sorted(view.live),
         )
-        view._task = asyncio.create_task(view._run(), name="membership-watch")
+        view._give_up_after = give_up_after
+        view._task = (tasks.start("membership-watch", view._run()) if tasks is not None
+                      else asyncio.create_task(view._run(), name="membership-watch"))
         return view
 
     async def stop(self) -> None:
@@ -729,6 +747,7 @@ class MembershipView:
     # -- the watch task -----------------------------------------------------------------
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         delay = _BACKOFF_MIN
         while True:
             self._watch_created = False
@@ -742,6 +761,7 @@ class MembershipView:
             # once backs off, so a broken etcd is not hammered.
             if self._watch_created:
                 delay = _BACKOFF_MIN
+            lost_at = loop.time()
             while True:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX)
@@ -751,6 +771,11 @@ class MembershipView:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
+                    lost = loop.time() - lost_at
+                    if self._give_up_after is not None and lost >= self._give_up_after:
+                        raise EtcdUnavailableError(
+                            f"membership watch: etcd unreachable for {lost:.0f} s: {e!r}"
+                        ) from e
                     log.warning("membership reload failed: %r; retrying in %.1fs", e, delay)
                     continue
                 self._replace(snapshot)

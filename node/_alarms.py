@@ -33,7 +33,10 @@ class AlarmScheduler:
     def __init__(self, runtime: Runtime, *, first_retry: float = FIRST_RETRY_SECONDS) -> None:
         self._runtime = runtime
         self._first_retry = first_retry
+        # At most one live entry per object: the one whose time ``_queued`` holds.
+        # Entries superseded since stay until popped or compacted away.
         self._heap: list[tuple[int, bytes, str]] = []
+        self._queued: dict[bytes, int] = {}  # object id -> time of its live heap entry
         self._current: dict[bytes, int] = {}  # object id -> durable alarm time
         self._retries: dict[bytes, int] = {}
         self._in_flight: set[bytes] = set()
@@ -42,9 +45,16 @@ class AlarmScheduler:
         self.retried = 0
         self.failed = 0
 
-    def load(self) -> int:
+    async def load(self) -> int:
+        """Schedule every alarm of the node-wide index not scheduled yet (at start,
+        and where membership made this node home). Returns how many were new."""
+        store = self._runtime.store
+        # A full scan: on the commit thread (ordered after the commits before it).
+        entries = await self._runtime.committer.run_exclusive(lambda: list(store.alarm_index()))
         count = 0
-        for when, oid, ns in self._runtime.store.alarm_index():
+        for when, oid, ns in entries:
+            if self._current.get(oid) == when:
+                continue  # known: a reload must not reset its retries or queue it twice
             self.set(oid, ns, when)
             count += 1
         return count
@@ -54,10 +64,42 @@ class AlarmScheduler:
         self._retries.pop(object_id, None)
         if when is None:
             self._current.pop(object_id, None)
+            self._queued.pop(object_id, None)
             return
         self._current[object_id] = when
-        heapq.heappush(self._heap, (when, object_id, namespace))
+        self._push(object_id, namespace, when)
+
+    def _push(self, oid: bytes, ns: str, at: int) -> None:
+        if self._queued.get(oid) == at:
+            return
+        self._queued[oid] = at
+        heapq.heappush(self._heap, (at, oid, ns))
+        if len(self._heap) > 2 * len(self._queued) + 64:
+            self._compact()
         self._wake.set()
+
+    def _compact(self) -> None:
+        live = {}
+        for when, oid, ns in self._heap:
+            if self._queued.get(oid) == when:
+                live[oid] = (when, oid, ns)
+        self._heap = list(live.values())
+        heapq.heapify(self._heap)
+
+    @property
+    def queued(self) -> int:
+        """Objects with a live entry in the heap (each at most once)."""
+        return len(self._queued)
+
+    @property
+    def next_due_ms(self) -> int | None:
+        """When the next scheduled firing (first try or retry) is due, or None."""
+        return min(self._queued.values(), default=None)
+
+    @property
+    def heap_size(self) -> int:
+        """Entries in the heap, superseded ones included (bounded by compaction)."""
+        return len(self._heap)
 
     @property
     def pending(self) -> int:
@@ -78,12 +120,13 @@ class AlarmScheduler:
         now = now_ms()
         while self._heap:
             when, oid, ns = self._heap[0]
-            if self._current.get(oid) != when and oid not in self._retries:
+            if self._queued.get(oid) != when:
                 heapq.heappop(self._heap)  # superseded entry
                 continue
             if when > now:
                 return min(60.0, (when - now) / 1000.0)
             heapq.heappop(self._heap)
+            del self._queued[oid]
             if oid in self._in_flight:
                 continue
             self._fire(oid, ns, self._current.get(oid, when))
@@ -104,8 +147,7 @@ class AlarmScheduler:
             if current is not None and current != when and oid not in self._retries:
                 # Moved while this firing was in flight: its heap entry may have come due
                 # and been skipped meanwhile, so schedule it again.
-                heapq.heappush(self._heap, (current, oid, ns))
-                self._wake.set()
+                self._push(oid, ns, current)
 
         self._runtime.fire_alarm(oid, ns, when, AlarmInfo(retry), done)
 
@@ -123,5 +165,4 @@ class AlarmScheduler:
         self._retries[oid] = n
         self.retried += 1
         at = now_ms() + int(self._first_retry * 1000 * 2 ** (n - 1))
-        heapq.heappush(self._heap, (at, oid, ns))
-        self._wake.set()
+        self._push(oid, ns, at)

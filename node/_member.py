@@ -1,7 +1,8 @@
 """A node as a cluster member: etcd membership, its lease, ring ownership and handoff.
 
-Start: open storage and listen (refusing calls) -> register membership -> take a
-lease and publish liveness -> follow membership -> own by the ring, pull what moved.
+Start: read membership (the fence of everything below) -> open storage and listen
+(refusing calls: no lease yet) -> register membership -> take a lease and publish
+liveness -> follow membership -> own by the ring, pull what moved.
 Stop (SIGTERM is a restart, not a departure): stop admitting, finish in-flight
 events, flush, revoke the lease so homes move at once, close storage.
 """
@@ -11,28 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from abode.cluster.app import App
 from abode.cluster.membership import EtcdSession, Lease, MembershipView
 from abode.cluster.retry import until_done
 from abode.cluster.ring import Member
+from abode.cluster.supervisor import Tasks
+from abode.node._dispatch import PeerPool
 from abode.node._handoff import Handoff
-from abode.node._ownership import Decision, Ownership, RingOwnership
+from abode.node._ownership import RingOwnership
 from abode.node._replication import Catchup, ReplicaSink, Replicator
 from abode.node._server import NodeConfig, NodeServer
+from abode.node._store import Batch
 
 log = logging.getLogger(__name__)
-
-
-class _NotReady(Ownership):
-    """Until the node knows the ring it executes nothing."""
-
-    def decide(self, object_id: bytes) -> tuple[Decision, str]:
-        return Decision.REFUSE, "node is starting"
-
-    def owns(self, object_id: bytes) -> bool:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,26 +37,66 @@ class MemberConfig:
     fencing_margin: float = 0.5
     # Copies of each object; the first node to start sets it for the cluster.
     replicas: int = 1
+    # Seconds the membership watch may fail to reach etcd before the process exits
+    # (its supervisor restarts it); None: retry for ever.
+    etcd_give_up: float | None = 60.0
 
 
 class ClusterNode:
+    """A cluster member, and the fence its runtime asks (``node._fence.Fence``).
+
+    ``ClusterNode.open`` reads the membership first, because everything else is
+    fenced by it: ownership, the commit fence, the term of versions.
+    """
+
     def __init__(
-        self, app: App, config: NodeConfig, member: MemberConfig, session: EtcdSession
+        self,
+        app: App,
+        config: NodeConfig,
+        member: MemberConfig,
+        session: EtcdSession,
+        view: MembershipView,
+        tasks: Tasks,
     ) -> None:
         self.config = config
         self.member = member
         self.session = session
-        self.server = NodeServer(app, config, _NotReady())
+        self.view = view
+        self._tasks = tasks
         self.lease: Lease | None = None
-        self.view: MembershipView | None = None
-        self.ownership: RingOwnership | None = None
-        self.handoff: Handoff | None = None
-        self.catchup: Catchup | None = None
-        self.replicator: Replicator | None = None
+        node_id = config.node_id
+        # Until it holds a fresh lease this node is fenced: it executes nothing.
+        self.ownership = RingOwnership(node_id, view, self._fresh)
+        peers = PeerPool(node_id)
+        self.replicator = Replicator(node_id, view, peers)
+        self.server = NodeServer(app, config, fence=self, ownership=self.ownership, peers=peers,
+                                 replicate=self.replicator.replicate, tasks=tasks)
+        runtime = self.server.runtime
+        self.handoff = Handoff(runtime, view, self.ownership)
+        self.catchup = Catchup(node_id, view, runtime, self._publish_live)
+        self.replicas = ReplicaSink(node_id, view, runtime, peers)
         self._started_ms = int(time.time() * 1000)
         self._supervisor: asyncio.Task[None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
         self._stopped = False
         self._fenced = False
+
+    @classmethod
+    async def open(
+        cls,
+        app: App,
+        config: NodeConfig,
+        member: MemberConfig,
+        session: EtcdSession,
+        tasks: Tasks,
+    ) -> ClusterNode:
+        """Read the cluster's settings and membership, then build the node on them."""
+        replicas = await session.ensure_config("replicas", member.replicas)
+        if replicas != member.replicas:
+            log.warning("cluster keeps %s copies of each object (set when it was created); "
+                        "--replicas %d is ignored", replicas, member.replicas)
+        view = await MembershipView.start(session, tasks=tasks, give_up_after=member.etcd_give_up)
+        return cls(app, config, member, session, view, tasks)
 
     @property
     def node_id(self) -> str:
@@ -71,50 +106,45 @@ class ClusterNode:
     def address(self) -> str:
         return self.member.advertise or self.server.address
 
-    async def start(self) -> None:
-        await self.server.start()
-        runtime = self.server.runtime
-        assert runtime is not None and self.server.dispatcher is not None
-        await self.session.register_member(Member(self.node_id, self.address, self.member.weight))
-        replicas = await self.session.ensure_config("replicas", self.member.replicas)
-        if replicas != self.member.replicas:
-            log.warning("cluster keeps %s copies of each object (set when it was created); "
-                        "--replicas %d is ignored", replicas, self.member.replicas)
-        self.view = view = await MembershipView.start(self.session)
-        self.ownership = RingOwnership(self.node_id, view, self._fresh)
-        self.handoff = Handoff(runtime, view, self.ownership)
-        self.replicator = Replicator(self.node_id, view, self.server.peers)
-        self.catchup = Catchup(self.node_id, view, runtime, self._publish_live)
-        runtime.owns = self.ownership.owns
-        runtime.refusal = self._refusal
-        runtime.store.term = lambda: view.revision  # versions outrank older homes'
-        runtime.committer.fence = self._commit_fence
-        runtime.committer.replicate = self.replicator.replicate
-        assert self.server.service is not None
-        self.server.service.handoff = self.handoff
-        self.server.service.replicas = ReplicaSink(self.node_id, view, runtime, self.server.peers)
-        catchup = self.catchup
-        self.server.service.waiting = lambda: catchup.waiting
-        self.server.dispatcher.ownership = self.ownership
+    async def start(self, metrics_url: str = "") -> None:
+        """Serve (refusing calls until live) -> register -> go live -> follow changes."""
+        view = self.view
+        await self.server.start(handoff=self.handoff, replicas=self.replicas,
+                                waiting=lambda: self.catchup.waiting, metrics_url=metrics_url)
+        me = Member(self.node_id, self.address, self.member.weight)
+        await self.session.register_member(me)
+        # The ring this node starts from includes itself.
+        await view.wait_for(lambda v: v.members.get(self.node_id) == me, timeout=30.0)
         await self._go_live()
-        view.add_listener(self.handoff.on_view)
-        view.add_listener(self.catchup.on_view)
-        runtime.sockets.hand_over = lambda: view.replicas > 1
+        runtime = self.server.runtime
 
-        def reload_alarms(_: MembershipView) -> None:
+        async def reload_alarms(_: MembershipView) -> None:
             # Where this node just became home, the alarms its replicas kept are its own.
-            runtime.alarms.load()
+            if not self._stopped:  # (a stopping node's commit thread is closing)
+                await runtime.alarms.load()
 
-        view.add_listener(reload_alarms)
+        self._unsubscribe = [view.add_listener(self.handoff.on_view),
+                             view.add_listener(self.catchup.on_view),
+                             view.add_listener(reload_alarms)]
         self.handoff.start()
-        self._supervisor = asyncio.get_running_loop().create_task(self._supervise_lease())
+        self._supervisor = self._tasks.start("lease-supervision", self._supervise_lease())
         log.info("node %s ready at %s (membership revision %d)",
-                 self.node_id, self.address, self.view.revision)
+                 self.node_id, self.address, view.revision)
+
+    # -- the fence (node._fence.Fence) ------------------------------------------------
+    def owns(self, object_id: bytes) -> bool:
+        return self.ownership.owns(object_id)
+
+    def term(self) -> int:
+        return self.view.revision  # versions outrank older homes'
+
+    def hand_over_sockets(self) -> bool:
+        return self.view.replicas > 1
 
     async def _go_live(self) -> None:
         """Take a lease and publish liveness, waiting on every peer until caught up."""
         assert self.catchup is not None
-        self.lease = await self.session.start_lease()
+        self.lease = await self.session.start_lease(tasks=self._tasks)
         # The waiting list is set before anything can publish with the new lease, and
         # published through the catch-up's one writer, so no older list lands later.
         self.catchup.begin(self.catchup.initial_waiting())
@@ -140,26 +170,24 @@ class ClusterNode:
                 log.info("node %s unfenced: lease renewed", self.node_id)
         return fresh
 
-    def _refusal(self, object_id: bytes) -> str | None:
+    def refusal(self, object_id: bytes) -> str | None:
         """Whether a queued call may start now: not once this node fenced itself, nor
         after the object's home moved elsewhere (unless it still holds the object until
         its new owner pulls it)."""
-        assert self.ownership is not None
         reason = self.ownership.fenced()
         if (reason is None and not self.ownership.owns(object_id)
                 and not self.ownership.releasing_object(object_id)):
             reason = "the object's home moved to another node"
         return reason
 
-    def _commit_fence(self, batch: object) -> str | None:
-        assert self.ownership is not None
+    def commit_refusal(self, batch: Batch) -> str | None:
         # Commits keep half the margin admission keeps: an event admitted just before
         # the node fenced itself may still commit, yet always before etcd could expire
         # the lease (and another node could become home).
         reason = None
         if self.lease is None or not self.lease.fresh(self.member.fencing_margin / 2):
             reason = f"node {self.node_id} lost its lease"
-        oid = batch.object_id  # type: ignore[attr-defined]
+        oid = batch.object_id
         # An object whose range moved away commits until its new owner pulls it: the
         # pull waits for those commits and carries them along.
         if reason is None and not self.ownership.owns(oid) and not self.ownership.releasing_object(oid):
@@ -182,28 +210,25 @@ class ClusterNode:
 
     async def wait_removed(self) -> None:
         """Return once this node was removed and has handed every range off."""
-        assert self.handoff is not None
         await self.handoff.released.wait()
 
     async def stop(self, grace: float = 10.0) -> None:
+        """Drain, flush, revoke the lease, stop following, close. Safe to call twice."""
         if self._stopped:
             return
         self._stopped = True
         log.info("node %s stopping: draining", self.node_id)
-        runtime = self.server.runtime
-        if runtime is not None:
-            await runtime.drain(timeout=grace)
+        await self.server.runtime.drain(timeout=grace)
         # Homes move as soon as liveness is gone, not a TTL later.
         if self.lease is not None:
             await self.lease.revoke()
         if self._supervisor is not None:
             self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
-        if self.handoff is not None:
-            await self.handoff.stop()
-        if self.catchup is not None:
-            await self.catchup.stop()
-        if self.view is not None:
-            await self.view.stop()
+            await asyncio.wait([self._supervisor])
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        await self.handoff.stop()
+        await self.catchup.stop()
+        await self.view.stop()
         await self.server.stop(grace=1.0)
         await self.session.close()

@@ -422,7 +422,7 @@ class Catchup:
                     self.runtime.evict(oid)
                     self.runtime.sockets.forget_object(oid)
                 count += len(items)
-        self.runtime.alarms.load()
+        await self.runtime.alarms.load()
         return count
 
     async def stop(self) -> None:

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,12 +22,14 @@ from abode.cluster.app import App
 from abode.cluster.env import Env
 from abode.cluster.errors import Unavailable, UnknownNamespace
 from abode.cluster.invocation import Invocation
+from abode.cluster.supervisor import Tasks
 from abode.node._alarms import AlarmScheduler
+from abode.node._fence import Fence
 from abode.node._host import Event, ObjectHost, Reply
 from abode.node._metrics import Observer
 from abode.node._object import AlarmInfo
 from abode.node._sockets import SocketInfo, SocketRegistry
-from abode.node._store import GroupCommitter, Store
+from abode.node._store import GroupCommitter, Replicate, Store
 
 log = logging.getLogger(__name__)
 
@@ -42,36 +44,55 @@ class RuntimeConfig:
 
 
 class Runtime:
-    def __init__(self, app: App, store: Store, env: Env, config: RuntimeConfig) -> None:
+    def __init__(
+        self,
+        app: App,
+        store: Store,
+        env: Env,
+        config: RuntimeConfig,
+        *,
+        fence: Fence,
+        replicate: Replicate | None,
+        tasks: Tasks,
+    ) -> None:
         self.app = app
         self.store = store
         self.env = env
         self.config = config
-        self.committer = GroupCommitter(store)
+        self.fence = fence
+        self._supervisor = tasks
+        self.committer = GroupCommitter(
+            store, fence=fence.commit_refusal, replicate=replicate, tasks=tasks
+        )
         self.alarms = AlarmScheduler(self, first_retry=config.alarm_first_retry)
-        self.sockets = SocketRegistry(self)
+        self.sockets = SocketRegistry(self, hand_over=fence.hand_over_sockets)
         self.hosts: OrderedDict[bytes, ObjectHost] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._long_lived: list[asyncio.Task[Any]] = []
         self._accepting = False
-        # Whether this node may run an object now; the cluster replaces it (ownership).
-        self.owns: Callable[[bytes], bool] = lambda object_id: True
-        # Why a call to the object must not start now (node fenced, object moved away),
-        # or None; the cluster replaces it. Asked as each call starts, not only when it
-        # was admitted: a mailbox may hold calls admitted before the node fenced itself.
-        self.refusal: Callable[[bytes], str | None] = lambda object_id: None
         self.activations = 0
         self.evictions = 0
         self.activation_seconds = 0.0
         self.observer = Observer()  # metrics hooks (node._metrics); no-ops by default
 
     # -- lifecycle ------------------------------------------------------------------
+    def owns(self, object_id: bytes) -> bool:
+        """Whether this node may run the object now."""
+        return self.fence.owns(object_id)
+
+    def refusal(self, object_id: bytes) -> str | None:
+        """Why a call to the object must not start now (node fenced, object moved)."""
+        return self.fence.refusal(object_id)
+
     async def start(self) -> None:
         self.committer.start()
-        loaded = self.alarms.load()
+        loaded = await self.alarms.load()
         if loaded:
             log.info("loaded %d pending alarms", loaded)
-        self.spawn(self.alarms.run())
-        self.spawn(self._sweep())
+        self._long_lived = [
+            self._supervisor.start("alarms", self.alarms.run()),
+            self._supervisor.start("sweeper", self._sweep()),
+        ]
         self._accepting = True
 
     async def drain(self, timeout: float = 10.0) -> None:
@@ -85,6 +106,10 @@ class Runtime:
 
     async def stop(self) -> None:
         self._accepting = False
+        for task in reversed(self._long_lived):  # newest first, as the supervisor would
+            task.cancel()
+            await asyncio.wait([task])
+        self._long_lived = []
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

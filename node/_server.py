@@ -1,14 +1,19 @@
-"""One storage node's lifecycle: open storage -> start runtime -> listen; stop in reverse.
+"""One storage node: storage, runtime and dispatcher, then the gRPC server.
 
-``abode dev`` uses it as is (every object local). A cluster member (``node._member``)
-swaps in ring ownership and handoff once it has registered in etcd.
+Built by a process's composition root with everything it needs: the fence and ring
+ownership (a cluster member's, or the static ones of ``abode dev``), the peer pool,
+replication and the process's supervisor. Start: runtime (commit, alarms, sweeper)
+-> listen. Stop in reverse: drain -> stop listening -> close storage.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -17,11 +22,17 @@ from abode.cluster.env import Env
 from abode.cluster.invocation import Invocation, Outcome
 from abode.cluster.peer import CHANNEL_OPTIONS
 from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
+from abode.cluster.supervisor import Tasks
 from abode.node._dispatch import Dispatcher, PeerPool
+from abode.node._fence import Fence
 from abode.node._ownership import Ownership
 from abode.node._runtime import Runtime, RuntimeConfig
 from abode.node._service import NodeService
-from abode.node._store import Store
+from abode.node._store import Replicate, Store
+
+if TYPE_CHECKING:
+    from abode.node._handoff import Handoff
+    from abode.node._replication import ReplicaSink
 
 log = logging.getLogger(__name__)
 
@@ -36,27 +47,53 @@ class NodeConfig:
 
 
 class _DispatchTransport:
-    """``env`` inside objects: calls go through the dispatcher (local or forwarded)."""
+    """``env`` inside objects: calls go through the dispatcher (local or forwarded).
+
+    The one cycle of the composition (objects call through the dispatcher, which runs
+    them on the runtime that holds their ``env``) is closed by ``bind``, once.
+    """
 
     def __init__(self) -> None:
-        self.dispatcher: Dispatcher | None = None
+        self._dispatcher: Dispatcher | None = None
+
+    def bind(self, dispatcher: Dispatcher) -> None:
+        if self._dispatcher is not None:
+            raise RuntimeError("the dispatch transport is bound already")
+        self._dispatcher = dispatcher
 
     async def invoke(self, inv: Invocation) -> Outcome:
-        assert self.dispatcher is not None
-        return await self.dispatcher.invoke(inv)
+        if self._dispatcher is None:
+            raise RuntimeError("call before the node's dispatcher was built")
+        return await self._dispatcher.invoke(inv)
 
 
 class NodeServer:
-    def __init__(self, app: App, config: NodeConfig, ownership: Ownership | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        config: NodeConfig,
+        *,
+        fence: Fence,
+        ownership: Ownership,
+        peers: PeerPool,
+        replicate: Replicate | None,
+        tasks: Tasks,
+    ) -> None:
         self.app = app
         self.config = config
-        self._ownership = ownership or Ownership()
-        self.store: Store | None = None
-        self.runtime: Runtime | None = None
-        self.dispatcher: Dispatcher | None = None
+        self.peers = peers
+        self._tasks = tasks
+        os.makedirs(config.data_dir, exist_ok=True)
+        self.store = Store(os.path.join(config.data_dir, "db"), sync=config.sync, term=fence.term)
+        transport = _DispatchTransport()
+        env = Env(app.namespaces, transport, call_timeout=config.runtime.call_timeout)
+        self.runtime = Runtime(app, self.store, env, config.runtime, fence=fence,
+                               replicate=replicate, tasks=tasks)
+        self.dispatcher = Dispatcher(self.runtime, ownership, peers)
+        transport.bind(self.dispatcher)
         self.service: NodeService | None = None
-        self.peers = PeerPool(config.node_id)
         self._server: grpc.aio.Server | None = None
+        self._serving: asyncio.Task[None] | None = None
         self.port = 0
         self._stopped = False
 
@@ -65,36 +102,46 @@ class NodeServer:
         host = self.config.listen.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
-    async def start(self) -> None:
-        os.makedirs(self.config.data_dir, exist_ok=True)
-        self.store = Store(os.path.join(self.config.data_dir, "db"), sync=self.config.sync)
-        transport = _DispatchTransport()
-        env = Env(self.app.namespaces, transport, call_timeout=self.config.runtime.call_timeout)
-        self.runtime = Runtime(self.app, self.store, env, self.config.runtime)
-        self.dispatcher = Dispatcher(self.runtime, self._ownership, self.peers)
-        transport.dispatcher = self.dispatcher
+    async def start(
+        self,
+        *,
+        handoff: Handoff | None = None,
+        replicas: ReplicaSink | None = None,
+        waiting: Callable[[], Iterable[str]] = lambda: (),
+        metrics_url: str = "",
+    ) -> None:
+        """Start the runtime, then serve. A cluster member passes its handoff, replica
+        sink and catch-up progress; ``abode dev`` has none of them."""
         await self.runtime.start()
         self._server = grpc.aio.server(options=CHANNEL_OPTIONS)
-        self.service = NodeService(self.runtime, self.dispatcher, self.config.node_id)
+        self.service = NodeService(self.runtime, self.dispatcher, self.config.node_id,
+                                   handoff=handoff, replicas=replicas, waiting=waiting,
+                                   metrics_url=metrics_url)
         pb_grpc.add_NodeServicer_to_server(self.service, self._server)
         self.port = self._server.add_insecure_port(self.config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen} (port taken?)")
         await self._server.start()
+        self._serving = self._tasks.start("grpc-server", self._until_terminated(self._server))
         log.info("node %s listening on %s", self.config.node_id, self.address)
+
+    @staticmethod
+    async def _until_terminated(server: grpc.aio.Server) -> None:
+        # Shielded: cancelling grpc's own wait would cancel its shutdown future too.
+        await asyncio.shield(server.wait_for_termination())
 
     async def stop(self, grace: float = 5.0) -> None:
         """Drain, flush and close. Safe to call twice."""
         if self._stopped:
             return
         self._stopped = True
-        if self.runtime is not None:
-            await self.runtime.drain(timeout=grace)
+        await self.runtime.drain(timeout=grace)
+        if self._serving is not None:
+            self._serving.cancel()  # the server ending from here on is our doing
+            await asyncio.wait([self._serving])
         if self._server is not None:
             await self._server.stop(grace=1.0)
         await self.peers.close()
-        if self.runtime is not None:
-            await self.runtime.stop()
-        if self.store is not None:
-            self.store.close()
+        await self.runtime.stop()
+        self.store.close()
         log.info("node %s stopped", self.config.node_id)

@@ -25,17 +25,19 @@ log = logging.getLogger(__name__)
 
 class NodeService(pb_grpc.NodeServicer):
     def __init__(
-        self, runtime: Runtime, dispatcher: Dispatcher, node_id: str, *, max_batch: int = 512
+        self, runtime: Runtime, dispatcher: Dispatcher, node_id: str, *, max_batch: int = 512,
+        handoff: Handoff | None = None, replicas: ReplicaSink | None = None,
+        waiting: Callable[[], Iterable[str]] = lambda: (), metrics_url: str = "",
     ) -> None:
         self._runtime = runtime
         self._dispatcher = dispatcher
         self._node_id = node_id
         self._max_batch = max_batch
-        # Set once the node is a cluster member.
-        self.handoff: Handoff | None = None
-        self.replicas: ReplicaSink | None = None
-        self.waiting: Callable[[], Iterable[str]] = lambda: ()
-        self.metrics_url = ""  # set by the process that serves this node's /metrics
+        # A cluster member's (None in abode dev).
+        self.handoff = handoff
+        self.replicas = replicas
+        self.waiting = waiting
+        self.metrics_url = metrics_url  # of the process that serves this node's /metrics
 
     async def Exchange(  # type: ignore[override]  # noqa: N802
         self, request_iterator: Any, context: grpc.aio.ServicerContext

@@ -75,7 +75,7 @@ def validate_tags(tags: Any) -> tuple[str, ...]:
 
 
 class SocketRegistry:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, hand_over: Callable[[], bool]) -> None:
         self._runtime = runtime
         self.sockets: dict[str, SocketInfo] = {}
         self._by_object: dict[bytes, dict[str, SocketInfo]] = {}
@@ -84,7 +84,7 @@ class SocketRegistry:
         self.auto_responses: dict[bytes, tuple[str, str]] = {}
         self.auto_responses_sent = 0
         # Whether a stopping node leaves its sockets to the objects' next homes.
-        self.hand_over: Callable[[], bool] = lambda: False
+        self.hand_over = hand_over
         # Objects whose stored sockets this node has taken up as their home (restore
         # reads the store once per stint as home, so it cannot bring back a socket
         # closed meanwhile); and frames waiting for this node to become home.

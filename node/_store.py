@@ -36,9 +36,12 @@ import msgpack
 from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from abode.cluster.errors import CommitUncertain
+from abode.cluster.supervisor import Tasks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Ships a group to replicas; returns {batch index: why it failed}.
+Replicate = Callable[[list["Batch"]], Awaitable[dict[int, str]]]
 
 DATA = b"d"
 ALARM = b"a"
@@ -107,7 +110,9 @@ class Batch:
 class Store:
     """One RocksDB per node."""
 
-    def __init__(self, path: str, *, sync: bool = True, open_timeout: float = 10.0) -> None:
+    def __init__(
+        self, path: str, *, term: Callable[[], int], sync: bool = True, open_timeout: float = 10.0
+    ) -> None:
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
         opts.create_missing_column_families(True)
@@ -119,7 +124,7 @@ class Store:
         self._write_opts.sync = sync
         self.path = path
         # The term of new versions: the node's membership revision (0 outside a cluster).
-        self.term: Callable[[], int] = lambda: 0
+        self.term = term
 
     # -- reads (on the loop) --------------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
@@ -303,13 +308,21 @@ class GroupCommitter:
     all. Each submitter gets a future that resolves when its batch is durable.
     """
 
-    def __init__(self, store: Store, fence: Callable[[Batch], str | None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        fence: Callable[[Batch], str | None],
+        replicate: Replicate | None,
+        tasks: Tasks,
+    ) -> None:
         self._store = store
         # Fencing in the commit path: a batch of an object this node may no longer
         # own (lost lease, range handed off) is refused, never made durable.
         self.fence = fence
-        # Replication: ships a group to replicas; returns {batch index: why it failed}.
-        self.replicate: Callable[[list[Batch]], Awaitable[dict[int, str]]] | None = None
+        # Replication (None: this node keeps the only copy).
+        self.replicate = replicate
+        self._tasks = tasks
         self._queue: list[tuple[Batch, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="abode-commit")
@@ -322,7 +335,13 @@ class GroupCommitter:
         self.on_commit: Callable[[int, float], None] | None = None  # metrics: (batches, s)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="group-commit")
+        self._task = self._tasks.start("group-commit", self._run_until_closed(), may_end=True)
+
+    async def _run_until_closed(self) -> None:
+        await self._run()
+        if not self._closing:
+            # Nothing would commit again, and every output would wait at its gate.
+            raise RuntimeError("the group commit loop returned while the node runs")
 
     def run_exclusive(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run a large store operation on the commit thread, ordered with commits.
@@ -350,10 +369,9 @@ class GroupCommitter:
                     return
                 continue
             group, self._queue = self._queue, []
-            if self.fence is not None:
-                group = self._refuse_fenced(group)
-                if not group:
-                    continue
+            group = self._refuse_fenced(group)
+            if not group:
+                continue
             t0 = time.perf_counter()
             batches = [b for b, _ in group]
             # The replicas write while the local disk syncs; outputs wait for both.
@@ -389,7 +407,6 @@ class GroupCommitter:
     def _refuse_fenced(
         self, group: list[tuple[Batch, asyncio.Future[None]]]
     ) -> list[tuple[Batch, asyncio.Future[None]]]:
-        assert self.fence is not None
         kept = []
         for batch, fut in group:
             reason = self.fence(batch)
@@ -405,6 +422,6 @@ class GroupCommitter:
         self._closing = True
         self._wake.set()
         if self._task is not None:
-            await self._task
+            await asyncio.wait([self._task])  # its own outcome is the supervisor's to judge
             self._task = None
         self._thread.shutdown(wait=True)

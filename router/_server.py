@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from aiohttp import web
 from abode.cluster.app import App
 from abode.cluster.env import Env
 from abode.cluster.placement import Placement
+from abode.cluster.supervisor import Tasks
 from abode.router._ingress import make_app
 from abode.router._transport import RouterTransport
 from abode.router._websockets import SocketHub
@@ -37,8 +39,11 @@ class RouterServer:
         app: App,
         placement: Placement,
         config: RouterConfig,
+        *,
+        tasks: Tasks,
         router_id: str = "",
         healthy: Callable[[], dict[str, object] | None] | None = None,
+        survive_node_loss: Callable[[], bool] = lambda: False,
         metrics: RouterMetrics | None = None,
     ) -> None:
         self.metrics = metrics
@@ -47,12 +52,14 @@ class RouterServer:
         self.app = app
         self.config = config
         self.router_id = router_id or os.urandom(6).hex()
+        self._tasks = tasks
         self.transport = RouterTransport(placement, router_id=self.router_id)
-        self.hub = SocketHub(self.router_id, self.transport)
+        self.hub = SocketHub(self.router_id, self.transport, survive_node_loss=survive_node_loss)
         self.transport.on_frames = self.hub.on_frames
         self.transport.on_lost = self.hub.on_lost
         self.env = Env(app.namespaces, self.transport, call_timeout=config.call_timeout)
         self._runner: web.AppRunner | None = None
+        self._serving: asyncio.Task[None] | None = None
         self.port = 0
 
     @property
@@ -76,10 +83,16 @@ class RouterServer:
         server = site._server
         assert server is not None and server.sockets  # type: ignore[attr-defined]
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        # The listener closing while the router runs is a fatal end, like a task's.
+        self._serving = self._tasks.start("http-server", server.wait_closed())
         log.info("router listening on %s", self.url)
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests, close node streams. Safe twice."""
+        if self._serving is not None:
+            self._serving.cancel()  # the listener closing from here on is our doing
+            await asyncio.wait([self._serving])
+            self._serving = None
         await self.hub.close_all()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -53,11 +53,14 @@ class ClientSocket:
 
 
 class SocketHub:
-    def __init__(self, router_id: str, transport: RouterTransport) -> None:
+    def __init__(
+        self, router_id: str, transport: RouterTransport, *, survive_node_loss: Callable[[], bool]
+    ) -> None:
         self.router_id = router_id
         self._transport = transport
         self._sockets: dict[str, ClientSocket] = {}
-        self.survive_node_loss: Callable[[], bool] = lambda: False
+        # Whether clients' sockets outlive their node (replicas: the next home has them).
+        self.survive_node_loss = survive_node_loss
         self._holding: dict[str, ClientSocket] = {}
         self._resender: asyncio.Task[None] | None = None
 

@@ -18,6 +18,7 @@ import uvloop
 
 from abode.cluster.app import AppError
 from abode.cluster.cli.usage import HELP as USAGE_HELP
+from abode.cluster.supervisor import SupervisedTaskEnded
 from abode.node._runtime import RuntimeConfig
 from abode.node._store import StoreLocked
 
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds between walks that measure stored bytes per namespace")
     node.add_argument("--replicas", type=int, default=1)
     node.add_argument("--weight", type=int, default=100, help="share of the ring (100 = normal)")
+    node.add_argument("--etcd-give-up", type=float, default=60.0,
+                      help="seconds etcd may stay unreachable before the node exits non-zero "
+                      "(for its supervisor to restart it)")
     _runtime_flags(node)
     _ready_flag(node)
 
@@ -191,7 +195,7 @@ async def _serve(args: argparse.Namespace) -> int:
             advertise=args.advertise, data=args.data, cluster=args.cluster, weight=args.weight,
             replicas=args.replicas, lease_ttl=args.lease_ttl, runtime=_runtime_config(args),
             metrics_port=args.metrics_port, ready_file=args.ready_file,
-            storage_scan_interval=args.storage_scan_interval,
+            storage_scan_interval=args.storage_scan_interval, etcd_give_up=args.etcd_give_up,
         ), stop)
     elif command == "router":
         from abode.cluster.cli.members import RouterProcessConfig, run_router
@@ -236,8 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AppError as exc:
         print(f"abode: {exc}", file=sys.stderr)
         return 2
-    except (OSError, StoreLocked, ValueError) as exc:
-        # etcd unreachable, port taken, data dir locked, bad endpoint: one line, non-zero.
+    except (OSError, StoreLocked, ValueError, SupervisedTaskEnded) as exc:
+        # etcd unreachable, port taken, data dir locked, bad endpoint, a task of the
+        # process ended: one line, non-zero.
         print(f"abode: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -11,7 +11,11 @@ from abode.cluster.app import load_app
 from abode.cluster.cli._common import metrics_url, start_metrics, write_ready
 from abode.cluster.metrics import new_registry
 from abode.cluster.placement import StaticPlacement
+from abode.cluster.supervisor import Supervisor
+from abode.node._dispatch import PeerPool
+from abode.node._fence import StaticFence
 from abode.node._metrics import NodeMetrics
+from abode.node._ownership import Ownership
 from abode.node._runtime import RuntimeConfig
 from abode.node._server import NodeConfig, NodeServer
 from abode.router import RouterConfig, RouterServer
@@ -34,45 +38,54 @@ class DevConfig:
 
 
 async def run_dev(cfg: DevConfig, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set or a task ended (then ``SupervisedTaskEnded``)."""
     app = load_app(cfg.app)
     runtime = cfg.runtime
-    node = NodeServer(app, NodeConfig("dev", os.path.join(cfg.data, "dev"), runtime=runtime))
-    await node.start()
     # One registry serves both halves: abode_node_* and abode_router_* families.
     registry = new_registry()
     node_metrics = router_metrics = None
     if cfg.metrics_port is not None:
         node_metrics = NodeMetrics(registry, storage_scan_interval=cfg.storage_scan_interval)
-        node_metrics.bind(node)
         router_metrics = RouterMetrics(registry)
-    router = RouterServer(
-        app,
-        StaticPlacement(node.address),
-        RouterConfig(cfg.host, cfg.port, cfg.max_body, runtime.call_timeout),
-        metrics=router_metrics,
+    metrics, metrics_port = await start_metrics(
+        cfg.metrics_port, registry, cfg.host,
+        usage=node_metrics.usage if node_metrics is not None else None,
     )
-    metrics = None
-    try:
-        metrics, metrics_port = await start_metrics(
-            cfg.metrics_port, registry, cfg.host,
-            usage=node_metrics.usage if node_metrics is not None else None,
-        )
-        if metrics is not None and node.service is not None:
-            node.service.metrics_url = metrics_url(cfg.host, metrics_port)
-            print(f"abode dev: metrics at {node.service.metrics_url}", flush=True)
-        await router.start()
-        print(
-            f"abode dev: serving {cfg.app} at {router.url} "
-            f"(namespaces: {', '.join(app.namespaces) or 'none'}; data in {cfg.data})",
-            flush=True,
-        )
-        write_ready(cfg.ready_file, {"url": router.url, "port": router.port,
-                                     "grpc": node.address, "metrics_port": metrics_port,
-                                     "pid": os.getpid()})
-        await stop.wait()
-        log.info("shutting down")
-    finally:
-        await router.stop()
-        await node.stop()
-        if metrics is not None:
-            await metrics.cleanup()
+    url = metrics_url(cfg.host, metrics_port) if metrics is not None else ""
+    async with Supervisor("abode dev") as sup:
+        # One node, home for every object and never fenced: said here, not defaulted.
+        node = NodeServer(app, NodeConfig("dev", os.path.join(cfg.data, "dev"), runtime=runtime),
+                          fence=StaticFence(), ownership=Ownership(), peers=PeerPool("dev"),
+                          replicate=None, tasks=sup)
+        router: RouterServer | None = None
+        try:
+            await node.start(metrics_url=url)
+            if node_metrics is not None:
+                node_metrics.bind(node)
+                print(f"abode dev: metrics at {url}", flush=True)
+            router = RouterServer(
+                app,
+                StaticPlacement(node.address),  # known once the node listens
+                RouterConfig(cfg.host, cfg.port, cfg.max_body, runtime.call_timeout),
+                tasks=sup,
+                metrics=router_metrics,
+            )
+            await router.start()
+            print(
+                f"abode dev: serving {cfg.app} at {router.url} "
+                f"(namespaces: {', '.join(app.namespaces) or 'none'}; data in {cfg.data})",
+                flush=True,
+            )
+            write_ready(cfg.ready_file, {"url": router.url, "port": router.port,
+                                         "grpc": node.address, "metrics_port": metrics_port,
+                                         "pid": os.getpid()})
+            await sup.wait(stop.wait())
+            log.info("shutting down")
+        finally:
+            sup.begin_stop()
+            if router is not None:
+                await router.stop()
+            await node.stop()
+            if metrics is not None:
+                await metrics.cleanup()
+    sup.check()

@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from abode.cluster import ids
 from abode.cluster.codec import MAX_KEY_BYTES, MAX_VALUE_BYTES
+from abode.cluster.supervisor import Supervisor
+from abode.node._fence import StaticFence
 from abode.node._storage import MAX_BATCH_KEYS, Storage
 from abode.node._store import GroupCommitter, Store
 
@@ -63,14 +65,26 @@ def _reopen(obj: Obj) -> Obj:
     return other
 
 
+def open_store(path: str, *, sync: bool = True) -> Store:
+    return Store(path, sync=sync, term=StaticFence().term)
+
+
+def new_committer(store: Store, tasks: Supervisor) -> GroupCommitter:
+    committer = GroupCommitter(store, fence=StaticFence().commit_refusal, replicate=None,
+                               tasks=tasks)
+    committer.start()
+    return committer
+
+
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[tuple[Store, GroupCommitter]]:
-    store = Store(str(tmp_path / "db"))
-    committer = GroupCommitter(store)
-    committer.start()
-    yield store, committer
-    await committer.close()
-    store.close()
+    async with Supervisor("test") as sup:
+        store = open_store(str(tmp_path / "db"))
+        committer = new_committer(store, sup)
+        yield store, committer
+        await committer.close()
+        store.close()
+        assert sup.failure is None
 
 
 @pytest.fixture
@@ -390,18 +404,18 @@ async def test_list_stays_within_one_object(db):
 async def test_state_survives_reopening_the_store(tmp_path):
     path = str(tmp_path / "reopen")
     for round_ in range(2):
-        store = Store(path)
-        committer = GroupCommitter(store)
-        committer.start()
-        obj = Obj(store, committer, "reopen")
-        if round_ == 0:
-            await obj.event(lambda s: s.put({"a": 1, "b": [2]}))
-            await obj.event(lambda s: s.set_alarm(10**13))
-        else:
-            assert await obj.event(lambda s: s.list()) == {"a": 1, "b": [2]}
-            assert await obj.event(lambda s: s.get_alarm()) == 10**13
-        await committer.close()
-        store.close()
+        async with Supervisor("test") as sup:
+            store = open_store(path)
+            committer = new_committer(store, sup)
+            obj = Obj(store, committer, "reopen")
+            if round_ == 0:
+                await obj.event(lambda s: s.put({"a": 1, "b": [2]}))
+                await obj.event(lambda s: s.set_alarm(10**13))
+            else:
+                assert await obj.event(lambda s: s.list()) == {"a": 1, "b": [2]}
+                assert await obj.event(lambda s: s.get_alarm()) == 10**13
+            await committer.close()
+            store.close()
 
 
 # -- the alarm record ---------------------------------------------------------------
@@ -447,7 +461,7 @@ LIST_ARGS = st.fixed_dictionaries({}, optional={
 
 @pytest.fixture(scope="module")
 def model_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    store = Store(str(tmp_path_factory.mktemp("model") / "db"), sync=False)
+    store = open_store(str(tmp_path_factory.mktemp("model") / "db"), sync=False)
     yield store
     store.close()
 
@@ -459,40 +473,40 @@ def test_list_matches_a_model(model_store, events, queries):
 
 
 async def _check_model(store: Store, events: list[Any], queries: list[dict[str, Any]]) -> None:
-    committer = GroupCommitter(store)
-    committer.start()
-    obj = Obj(store, committer, "")
-    obj.id = ids.new_unique_id(NS).raw
-    obj.storage = Storage(obj.id, NS, store)
-    model: dict[str, int] = {}
-    for ops, outcome in events:
-        after = dict(model)
+    async with Supervisor("test") as sup:
+        committer = new_committer(store, sup)
+        obj = Obj(store, committer, "")
+        obj.id = ids.new_unique_id(NS).raw
+        obj.storage = Storage(obj.id, NS, store)
+        model: dict[str, int] = {}
+        for ops, outcome in events:
+            after = dict(model)
 
-        async def ev(s: Storage, ops: Any = ops, after: dict[str, int] = after,
-                     outcome: str = outcome) -> None:
-            for op, key, value in ops:
-                if op == "put":
-                    await s.put(key, value)
-                    after[key] = value
-                elif op == "delete":
-                    assert await s.delete(key) == (key in after)
-                    after.pop(key, None)
-                else:
-                    await s.delete_all()
-                    after.clear()
-            if outcome == "raise":
-                raise LookupError
+            async def ev(s: Storage, ops: Any = ops, after: dict[str, int] = after,
+                         outcome: str = outcome) -> None:
+                for op, key, value in ops:
+                    if op == "put":
+                        await s.put(key, value)
+                        after[key] = value
+                    elif op == "delete":
+                        assert await s.delete(key) == (key in after)
+                        after.pop(key, None)
+                    else:
+                        await s.delete_all()
+                        after.clear()
+                if outcome == "raise":
+                    raise LookupError
 
-        try:
-            await obj.event(ev, durable=outcome == "durable")
-        except LookupError:
-            continue
-        model = after
-    for params in queries:
-        expected = _model(model, **params)
-        assert list(await obj.event(lambda s, p=params: s.list(**p))) == expected, params
-    if obj.storage.last_commit is not None:
-        await obj.storage.last_commit
-    fresh = _reopen(obj)
-    assert await fresh.event(lambda s: s.list()) == {k: model[k] for k in sorted(model)}
-    await committer.close()
+            try:
+                await obj.event(ev, durable=outcome == "durable")
+            except LookupError:
+                continue
+            model = after
+        for params in queries:
+            expected = _model(model, **params)
+            assert list(await obj.event(lambda s, p=params: s.list(**p))) == expected, params
+        if obj.storage.last_commit is not None:
+            await obj.storage.last_commit
+        fresh = _reopen(obj)
+        assert await fresh.event(lambda s: s.list()) == {k: model[k] for k in sorted(model)}
+        await committer.close()

@@ -18,9 +18,24 @@ A = bytes([1]) * 32
 B = bytes([2]) * 32
 
 
+class Term:
+    """The writer's term, as its membership view would move it."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(str(tmp_path / "db"), sync=False)
+def writer_term() -> Term:
+    return Term()
+
+
+@pytest.fixture
+def store(tmp_path: Path, writer_term: Term) -> Iterator[Store]:
+    s = Store(str(tmp_path / "db"), sync=False, term=writer_term)
     yield s
     s.close()
 
@@ -34,15 +49,16 @@ def term(t: int, n: int = 0) -> int:
     return (t << TERM_SHIFT) + n
 
 
-def test_a_new_term_outranks_every_version_of_an_older_one(store: Store) -> None:
-    store.term = lambda: 0
+def test_a_new_term_outranks_every_version_of_an_older_one(
+    store: Store, writer_term: Term
+) -> None:
     assert store.next_version(0) == 1  # outside a cluster: one more each time
-    store.term = lambda: 7
+    writer_term.now = 7
     assert store.next_version(5) == term(7)
     assert store.next_version(term(7)) == term(7, 1)
     # However many writes an old home made in its term, the next home's first is newer.
     assert store.next_version(term(6, 2**31)) == term(7)
-    store.term = lambda: 6  # a writer whose view lags keeps counting up, never back
+    writer_term.now = 6  # a writer whose view lags keeps counting up, never back
     assert store.next_version(term(7, 3)) == term(7, 4)
 
 
