@@ -318,12 +318,16 @@ class EtcdSession:
         *,
         started_ms: int | None = None,
         waiting: Iterable[str] = (),
+        disk_full: str = "",
     ) -> int:
         """Announce `node_id` as live for as long as `lease` lives; returns the etcd
         revision of the write."""
-        value = _encode({
+        body: dict[str, Any] = {
             "address": address, "started": started_ms or _now_ms(), "waiting": sorted(waiting),
-        })
+        }
+        if disk_full:
+            body["disk_full"] = disk_full  # why its writes fail now (routers' health)
+        value = _encode(body)
         result = await self.client.put(self.live_key(node_id), value, lease=lease.id)
         return int(result.header.revision)
 
@@ -510,6 +514,8 @@ class LiveNode:
     # Peers this node has not caught up from since its lease began: it may not be
     # home for an object whose preference list includes one of them.
     waiting: frozenset[str] = frozenset()
+    # Why this node cannot write now (its disk is full), or "".
+    disk_full: str = ""
 
 
 @dataclass
@@ -561,7 +567,8 @@ def _parse_value(kind: str, ident: str, value: bytes) -> Member | LiveNode | dic
         return Member(ident, str(body["address"]), int(body.get("weight", WEIGHT_UNIT)))
     if kind == "live":
         return LiveNode(
-            str(body["address"]), int(body.get("started", 0)), frozenset(body.get("waiting", ()))
+            str(body["address"]), int(body.get("started", 0)), frozenset(body.get("waiting", ())),
+            str(body.get("disk_full", "")),
         )
     if kind == "config":
         return body  # type: ignore[no-any-return]

@@ -43,6 +43,7 @@ from abode.node._object import (
 from abode.node._sockets import SocketInfo
 from abode.node._storage import Frame as StorageFrame
 from abode.node._storage import Storage
+from abode.node._store import DiskFull
 from abode.node._websocket import WebSocket
 
 if TYPE_CHECKING:
@@ -364,7 +365,7 @@ class ObjectHost:
 
     def _release(self, ev: Event, outcome: Any) -> None:
         _reply(ev, outcome)
-        if ev.frames and not isinstance(outcome, CommitFailed):
+        if ev.frames and not isinstance(outcome, CommitFailed | DiskFull):
             push = self.runtime.sockets.push
             for router, frame in ev.frames:
                 push(router, frame)
@@ -374,6 +375,8 @@ def _after_commit(fut: asyncio.Future[None] | None, outcome: Any) -> Any:
     if fut is not None and (fut.cancelled() or fut.exception() is not None):
         if isinstance(exc := None if fut.cancelled() else fut.exception(), CommitFailed):
             return exc  # e.g. CommitUncertain: a replica did not take the writes
+        if isinstance(exc, DiskFull):
+            return exc  # 503 with a reason: nothing was written, nothing left the node
         return CommitFailed("the object's writes could not be made durable; it was reset")
     return outcome
 

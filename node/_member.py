@@ -69,8 +69,11 @@ class ClusterNode:
         self.ownership = RingOwnership(node_id, view, self._fresh)
         peers = PeerPool(node_id)
         self.replicator = Replicator(node_id, view, peers)
+        # With one copy per object (fixed when the cluster was created) nothing replicates.
+        replicate = self.replicator.replicate if view.replicas > 1 else None
         self.server = NodeServer(app, config, fence=self, ownership=self.ownership, peers=peers,
-                                 replicate=self.replicator.replicate, tasks=tasks)
+                                 replicate=replicate, tasks=tasks,
+                                 storage_state=self._storage_state)
         runtime = self.server.runtime
         self.handoff = Handoff(runtime, view, self.ownership)
         self.catchup = Catchup(node_id, view, runtime, self._publish_live)
@@ -80,6 +83,7 @@ class ClusterNode:
         self._unsubscribe: list[Callable[[], None]] = []
         self._stopped = False
         self._fenced = False
+        self._disk_full = ""  # published in the live key, so routers' health says so
 
     @classmethod
     async def open(
@@ -157,7 +161,19 @@ class ClusterNode:
         if self.lease is None or self.lease.expired or self._stopped:
             return 0
         return await self.session.set_live(self.node_id, self.address, self.lease,
-                                           started_ms=self._started_ms, waiting=waiting)
+                                           started_ms=self._started_ms, waiting=waiting,
+                                           disk_full=self._disk_full)
+
+    def _storage_state(self, full: str | None) -> None:
+        self._disk_full = full or ""
+        if self.lease is not None:
+            self.server.runtime.spawn(self._republish())
+
+    async def _republish(self) -> None:
+        try:
+            await self.catchup.publish()
+        except Exception as exc:
+            log.warning("cannot publish the disk's state: %r", exc)
 
     def _fresh(self) -> bool:
         fresh = self.lease is not None and self.lease.fresh(self.member.fencing_margin)

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from abode.node._host import Event, ObjectHost, Reply
 from abode.node._metrics import Observer
 from abode.node._object import AlarmInfo
 from abode.node._sockets import SocketInfo, SocketRegistry
-from abode.node._store import GroupCommitter, Replicate, Store
+from abode.node._store import DISK_RETRY_AFTER, DiskFull, GroupCommitter, Replicate, Store
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class Runtime:
         fence: Fence,
         replicate: Replicate | None,
         tasks: Tasks,
+        storage_state: Callable[[str | None], None] = lambda full: None,
     ) -> None:
         self.app = app
         self.store = store
@@ -62,7 +63,8 @@ class Runtime:
         self.fence = fence
         self._supervisor = tasks
         self.committer = GroupCommitter(
-            store, fence=fence.commit_refusal, replicate=replicate, tasks=tasks
+            store, fence=fence.commit_refusal, replicate=replicate, tasks=tasks,
+            storage_state=storage_state,
         )
         self.alarms = AlarmScheduler(self, first_retry=config.alarm_first_retry)
         self.sockets = SocketRegistry(self, hand_over=fence.hand_over_sockets)
@@ -133,6 +135,10 @@ class Runtime:
             oid = ids.id_from_bytes(inv.namespace, inv.object_id, inv.object_name or None)
             if not self._accepting:
                 raise Unavailable("node is shutting down", retry_after=1.0)
+            if self.store.full is not None:
+                # Refused before it runs: it could not commit anything.
+                raise DiskFull(f"node's disk is full: {self.store.full}",
+                               retry_after=DISK_RETRY_AFTER)
         except Exception as exc:
             reply(exc)
             return

@@ -78,6 +78,7 @@ class NodeServer:
         peers: PeerPool,
         replicate: Replicate | None,
         tasks: Tasks,
+        storage_state: Callable[[str | None], None] = lambda full: None,
     ) -> None:
         self.app = app
         self.config = config
@@ -88,7 +89,7 @@ class NodeServer:
         transport = _DispatchTransport()
         env = Env(app.namespaces, transport, call_timeout=config.runtime.call_timeout)
         self.runtime = Runtime(app, self.store, env, config.runtime, fence=fence,
-                               replicate=replicate, tasks=tasks)
+                               replicate=replicate, tasks=tasks, storage_state=storage_state)
         self.dispatcher = Dispatcher(self.runtime, ownership, peers)
         transport.bind(self.dispatcher)
         self.service: NodeService | None = None

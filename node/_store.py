@@ -25,7 +25,10 @@ writes run on one dedicated thread so the loop keeps serving while the disk sync
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +38,7 @@ from typing import Any, TypeVar
 import msgpack
 from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
-from abode.cluster.errors import CommitUncertain
+from abode.cluster.errors import CommitUncertain, Unavailable
 from abode.cluster.supervisor import Tasks
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,9 @@ SOCKET = b"w"
 VERSION = b"v"
 ID_BYTES = 32
 TERM_SHIFT = 32  # version = (term << TERM_SHIFT) + n
+DISK_RETRY_AFTER = 5.0  # seconds a caller waits before retrying on a full disk
+DISK_RESERVE_BYTES = 1 << 20  # free space before writes are tried again
+DISK_PROBE_SECONDS = 0.5  # how often a full node looks for space
 _ALARMS_CF = "alarms"
 _META_CF = "meta"
 
@@ -76,6 +82,12 @@ def position_key(position: int) -> bytes:
 class ReplicationFailed(CommitUncertain):
     """A replica did not take the batch: its outputs must not be released. The batch
     is durable here (and maybe on other replicas), so its fate is uncertain."""
+
+
+class DiskFull(Unavailable):
+    """The node's disk is full: the batch was not written (nothing of it is visible)
+    and the event's outputs never left the node, so the caller may retry. The node
+    writes again by itself once space returns."""
 
 
 class CommitFenced(RuntimeError):
@@ -113,28 +125,39 @@ class Store:
     def __init__(
         self, path: str, *, term: Callable[[], int], sync: bool = True, open_timeout: float = 10.0
     ) -> None:
-        opts = Options(raw_mode=True)
-        opts.create_if_missing(True)
-        opts.create_missing_column_families(True)
-        self._db = _open_with_retry(path, opts, open_timeout)
+        self._opts = Options(raw_mode=True)
+        self._opts.create_if_missing(True)
+        self._opts.create_missing_column_families(True)
+        self.path = path
+        # Held while the DB is swapped (reopen after a full disk), so a read on the
+        # loop never meets a closed DB.
+        self._swap = threading.Lock()
+        self._open(open_timeout)
+        self._write_opts = WriteOptions()
+        self._write_opts.sync = sync
+        # The term of new versions: the node's membership revision (0 outside a cluster).
+        self.term = term
+        # Why writes fail now (the disk is full), or None. Set on the commit thread,
+        # cleared by ``reopen``.
+        self.full: str | None = None
+
+    def _open(self, timeout: float) -> None:
+        self._db = _open_with_retry(self.path, self._opts, timeout)
         self._alarms = self._db.get_column_family(_ALARMS_CF)
         self._alarms_handle = self._db.get_column_family_handle(_ALARMS_CF)
         self._meta = self._db.get_column_family(_META_CF)
-        self._write_opts = WriteOptions()
-        self._write_opts.sync = sync
-        self.path = path
-        # The term of new versions: the node's membership revision (0 outside a cluster).
-        self.term = term
 
     # -- reads (on the loop) --------------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
-        return self._db.get(key)
+        with self._swap:
+            return self._db.get(key)
 
     def scan(
         self, lower: bytes, upper: bytes, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         """Keys in [lower, upper), ascending or descending; lazily."""
-        it = self._db.iter(ReadOptions())
+        with self._swap:
+            it = self._db.iter(ReadOptions())
         if reverse:
             it.seek_for_prev(upper)
             if it.valid() and it.key() >= upper:
@@ -150,7 +173,8 @@ class Store:
 
     def alarm_index(self) -> Iterator[tuple[int, bytes, str]]:
         """Every pending alarm on this node: (when ms, object id, namespace)."""
-        it = self._alarms.iter(ReadOptions())
+        with self._swap:
+            it = self._alarms.iter(ReadOptions())
         it.seek_to_first()
         while it.valid():
             k = it.key()
@@ -158,15 +182,21 @@ class Store:
             it.next()
 
     def meta_get(self, name: str) -> bytes | None:
-        return self._meta.get(name.encode())
+        with self._swap:
+            return self._meta.get(name.encode())
 
     def meta_put(self, name: str, value: bytes) -> None:
-        self._meta.put(name.encode(), value, self._write_opts)
+        self._check_writable()
+        try:
+            self._meta.put(name.encode(), value, self._write_opts)
+        except Exception as exc:
+            raise self._write_failed(exc) from exc
 
     def scan_positions(self, start: int, end: int) -> Iterator[tuple[bytes, bytes]]:
         """Every key of the objects whose ring position is in [start, end) (end 0: 2^64)."""
         lower = position_key(start)
-        it = self._db.iter(ReadOptions())
+        with self._swap:
+            it = self._db.iter(ReadOptions())
         it.seek(lower)
         upper = position_key(end) if 0 < end < 1 << 64 else None
         while it.valid():
@@ -178,7 +208,8 @@ class Store:
 
     # -- writes (on the commit thread) ----------------------------------------------
     def object_version(self, object_id: bytes) -> int:
-        raw = self._db.get(object_id + VERSION)
+        with self._swap:
+            raw = self._db.get(object_id + VERSION)
         return 0 if raw is None else int.from_bytes(raw, "big")
 
     def next_version(self, version: int) -> int:
@@ -204,13 +235,13 @@ class Store:
                 continue
             self._replace(wb, oid, keys)
             replaced.append(oid)
-        self._db.write(wb, self._write_opts)
+        self._write(wb)
         return replaced
 
     def replace_object(self, object_id: bytes, keys: list[tuple[bytes, bytes]]) -> None:
         wb = WriteBatch(raw_mode=True)
         self._replace(wb, object_id, keys)
-        self._db.write(wb, self._write_opts)
+        self._write(wb)
 
     def _replace(self, wb: WriteBatch, oid: bytes, keys: list[tuple[bytes, bytes]]) -> None:
         for k, v in self.scan_object(oid):
@@ -261,7 +292,7 @@ class Store:
                 count += 1
                 if len(k) == 33 and k[32:] == ALARM:
                     wb.delete(alarm_index_key(alarm_record_time(v), k[:32]), self._alarms_handle)
-        self._db.write(wb, self._write_opts)
+        self._write(wb)
         return count
 
     def write(self, batches: list[Batch]) -> None:
@@ -275,12 +306,58 @@ class Store:
                 wb.put(k, v, self._alarms_handle)
             for k in b.index_deletes:
                 wb.delete(k, self._alarms_handle)
-        self._db.write(wb, self._write_opts)
+        self._write(wb)
 
-    def close(self) -> None:
+    # -- a full disk (on the commit thread) ------------------------------------------
+    def _write(self, wb: WriteBatch) -> None:
+        self._check_writable()
+        try:
+            self._db.write(wb, self._write_opts)
+        except Exception as exc:
+            raise self._write_failed(exc) from exc
+
+    def _check_writable(self) -> None:
+        if self.full is not None:
+            raise DiskFull(f"node's disk is full: {self.full}", retry_after=DISK_RETRY_AFTER)
+
+    def _write_failed(self, exc: Exception) -> Exception:
+        # RocksDB refuses every write after a failed one ("Writer has previous
+        # error") until the DB is opened again; a failed write left nothing visible.
+        text = str(exc)
+        if "No space left" in text or "previous error" in text:
+            if self.full is None:
+                log.error("disk full: writes refused until space returns (%s)", text)
+            self.full = text
+            return DiskFull(f"node's disk is full: {text}", retry_after=DISK_RETRY_AFTER)
+        return exc
+
+    def has_space(self, reserve: int = DISK_RESERVE_BYTES) -> bool:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize >= reserve
+
+    def reopen(self) -> None:
+        """Open the DB again after a full disk (rocksdict has no resume). Everything
+        acknowledged is in the WAL and comes back; the failed write never happened."""
+        with self._swap:
+            self._close_db()
+            gc.collect()  # iterators of readers keep the old DB's LOCK until collected
+            self._open(timeout=1.0)
+            self.full = None
+        log.info("disk has space again: writes resume")
+
+    def _close_db(self) -> None:
         # Column family handles keep the DB (and its LOCK) alive until dropped.
         del self._alarms, self._alarms_handle, self._meta
-        self._db.close()
+        try:
+            self._db.close()
+        except Exception as exc:  # its flush fails after a failed write; it closes anyway
+            if self.full is None:
+                raise
+            log.warning("closing the store after a full disk: %s", exc)
+
+    def close(self) -> None:
+        with self._swap:
+            self._close_db()
 
 
 def _open_with_retry(path: str, opts: Options, timeout: float) -> Rdict:
@@ -315,8 +392,11 @@ class GroupCommitter:
         fence: Callable[[Batch], str | None],
         replicate: Replicate | None,
         tasks: Tasks,
+        storage_state: Callable[[str | None], None] = lambda full: None,
     ) -> None:
         self._store = store
+        # Told when the disk fills (with the reason) and when writing resumes (None).
+        self._storage_state = storage_state
         # Fencing in the commit path: a batch of an object this node may no longer
         # own (lost lease, range handed off) is refused, never made durable.
         self.fence = fence
@@ -348,12 +428,22 @@ class GroupCommitter:
 
         Queued at once (not when awaited), so calls run in the order they were made.
         """
-        return asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        fut = asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        fut.add_done_callback(self._after_exclusive)
+        return fut
+
+    def _after_exclusive(self, _: asyncio.Future[Any]) -> None:
+        if self._store.full is not None:
+            self._wake.set()  # a replica write found the disk full: recover from it
 
     def submit(self, batch: Batch) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._closing:
             fut.set_exception(RuntimeError("node is shutting down"))
+            return fut
+        if self._store.full is not None:
+            fut.set_exception(self._disk_full())
+            self._wake.set()
             return fut
         self._queue.append((batch, fut))
         self._wake.set()
@@ -362,6 +452,8 @@ class GroupCommitter:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if self._store.full is not None and not self._closing:
+                await self._recover()
             await self._wake.wait()
             self._wake.clear()
             if not self._queue:
@@ -369,6 +461,9 @@ class GroupCommitter:
                     return
                 continue
             group, self._queue = self._queue, []
+            if self._store.full is not None:
+                self._refuse(group, self._disk_full())
+                continue
             group = self._refuse_fenced(group)
             if not group:
                 continue
@@ -380,6 +475,13 @@ class GroupCommitter:
             )
             try:
                 await loop.run_in_executor(self._thread, self._store.write, batches)
+            except DiskFull as exc:
+                # Not written here. Replicas may have taken it, so with replication
+                # its fate is uncertain; alone, it simply never happened.
+                if remote is not None:
+                    await remote
+                    uncertain = ReplicationFailed(f"{exc}; replicas may hold the write")
+                self._refuse(group, uncertain if remote is not None else exc)
             except Exception as exc:
                 log.error("commit of %d batches failed: %s", len(group), exc)
                 if remote is not None:
@@ -403,6 +505,38 @@ class GroupCommitter:
                 self.on_commit(len(group), self.last_latency)
             if self._closing and not self._queue:
                 return
+
+    def _disk_full(self) -> DiskFull:
+        return DiskFull(f"node's disk is full: {self._store.full}", retry_after=DISK_RETRY_AFTER)
+
+    @staticmethod
+    def _refuse(group: list[tuple[Batch, asyncio.Future[None]]], exc: Exception) -> None:
+        for _, fut in group:
+            if not fut.done():
+                fut.set_exception(exc)
+
+    async def _recover(self) -> None:
+        """Refuse batches until the disk has space again, then open the DB again."""
+        loop = asyncio.get_running_loop()
+        self._storage_state(self._store.full)
+        while self._store.full is not None and not self._closing:
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(DISK_PROBE_SECONDS):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            group, self._queue = self._queue, []
+            self._refuse(group, self._disk_full())
+            if self._closing or not self._store.has_space():
+                continue
+            try:
+                await loop.run_in_executor(self._thread, self._store.reopen)
+            except Exception as exc:
+                log.warning("cannot open the store again yet: %s", exc)
+        if self._store.full is None:
+            self._storage_state(None)
+        self._wake.set()  # what arrived meanwhile (a close, say) is looked at next
 
     def _refuse_fenced(
         self, group: list[tuple[Batch, asyncio.Future[None]]]

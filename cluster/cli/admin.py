@@ -44,6 +44,10 @@ async def status(etcd: str, cluster: str) -> int:
         print(f"{node_id:<16} {member.address:<22} {'yes' if live else 'no':<5} "
               f"{member.weight:>6} {shares.get(node_id, 0.0):>6.1%} {objects:>8} "
               f"{sockets:>8} {alarms:>7}  {lag}")
+    for node_id, live in snap.live.items():
+        if live.disk_full:
+            print(f"node {node_id}: disk full, writes answer 503 until space returns "
+                  f"({live.disk_full})")
     replicas = int(snap.config.get("replicas", 1))
     short = _under_replicated(ring, snap, replicas)
     print(f"copies per object: {replicas}; "

@@ -68,6 +68,7 @@ async def run_dev(cfg: DevConfig, stop: asyncio.Event) -> None:
                 StaticPlacement(node.address),  # known once the node listens
                 RouterConfig(cfg.host, cfg.port, cfg.max_body, runtime.call_timeout),
                 tasks=sup,
+                healthy=lambda: {"disk_full": {"dev": node.store.full}} if node.store.full else {},
                 metrics=router_metrics,
             )
             await router.start()

@@ -84,6 +84,18 @@ async def run_node(cfg: NodeProcessConfig, stop: asyncio.Event) -> None:
     sup.check()
 
 
+def _health(view: MembershipView) -> dict[str, object] | None:
+    """What the router's /_abode/health says: None (503) until a node is live; nodes
+    whose disk is full answer their writes with 503 and are named here."""
+    if not view.live:
+        return None
+    state: dict[str, object] = {"live_nodes": len(view.live)}
+    full = {n: live.disk_full for n, live in view.live_nodes.items() if live.disk_full}
+    if full:
+        state["disk_full"] = full
+    return state
+
+
 @dataclass(frozen=True, slots=True)
 class RouterProcessConfig:
     app: str
@@ -107,7 +119,7 @@ async def run_router(cfg: RouterProcessConfig, stop: asyncio.Event) -> None:
         router_metrics = RouterMetrics(registry, view) if cfg.metrics_port is not None else None
         server = RouterServer(
             app, RingPlacement(view), cfg.router, tasks=sup,
-            healthy=lambda: {"live_nodes": len(view.live)} if view.live else None,
+            healthy=lambda: _health(view),
             survive_node_loss=lambda: view.replicas > 1, metrics=router_metrics,
         )
 

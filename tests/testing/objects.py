@@ -26,7 +26,8 @@ class Reminder(DurableObject):
         await self.ctx.storage.put("last_retry_count", info.retry_count)
         if await self.ctx.storage.get("again"):
             await self.ctx.storage.put("again", False)
-            await self.ctx.storage.set_alarm(time.time() * 1000 + 3_600_000)
+            # Two hours: never the hour the first alarm was set to, however fast this runs.
+            await self.ctx.storage.set_alarm(time.time() * 1000 + 7_200_000)
         if await self.ctx.storage.get("failing"):
             raise RuntimeError("alarm failed")
 
