@@ -13,9 +13,9 @@ Two derived numbers need care:
   accumulate at release; live objects add ``now - active_since`` at each scrape, so
   the counter rises smoothly and never goes back.
 * Stored bytes and keys per namespace are *computed*, not maintained: a background task
-  walks the whole keyspace every ``storage_scan_interval`` seconds, in chunks of
-  ``SCAN_CHUNK`` keys on the loop (a point-in-time RocksDB iterator; about 2 us a key),
-  and the gauges show the last complete walk. Maintaining them per write would need
+  walks the whole keyspace every ``storage_scan_interval`` seconds on the store's scan
+  thread (a point-in-time RocksDB iterator; about 2 us a key), and the gauges show the
+  last complete walk. Maintaining them per write would need
   the old size of every overwritten key, i.e. a read per blind write on the commit path.
 
 ``usage(since)`` answers ``abode usage``: per-namespace requests and active seconds
@@ -56,7 +56,6 @@ _KIND_OF = {
     "fetch": "fetch", "rpc": "rpc", "alarm": "alarm",
     "ws_message": "websocket", "ws_close": "websocket", "ws_error": "websocket",
 }
-SCAN_CHUNK = 1000
 UNKNOWN_NAMESPACE = "_unknown"  # stored data of a class the app no longer defines
 
 
@@ -275,22 +274,19 @@ class NodeMetrics(Observer):
             await asyncio.sleep(self.storage_scan_interval)
 
     async def scan_storage(self) -> None:
-        """Walk every key once (chunked on the loop) and replace the storage gauges."""
+        """Walk every key once (on the store's scan thread, off the loop) and replace
+        the storage gauges."""
         runtime = self.runtime
         assert runtime is not None
         namespaces = runtime.app.namespaces
-        owns = runtime.owns
-        t0 = time.perf_counter()
-        totals: dict[tuple[str, str], list[int]] = {(ns, "home"): [0, 0, 0] for ns in namespaces}
-        keys: Iterator[tuple[bytes, bytes]] = runtime.store.scan_positions(0, 0)
-        last_oid = b""
-        current: list[int] | None = None
-        try:
-            n = 0
+        owns = runtime.owns  # reads of immutable ring state and atomic dict lookups
+
+        def walk(keys: Iterator[tuple[bytes, bytes]]) -> dict[tuple[str, str], list[int]]:
+            totals: dict[tuple[str, str], list[int]] = {(ns, "home"): [0, 0, 0]
+                                                        for ns in namespaces}
+            last_oid = b""
+            current: list[int] | None = None
             for key, value in keys:
-                n += 1
-                if n % SCAN_CHUNK == 0:
-                    await asyncio.sleep(0)  # let the node serve between chunks
                 if key[32:33] != DATA:
                     continue  # alarm records, socket metadata: not user data
                 oid = key[:32]
@@ -302,11 +298,10 @@ class NodeMetrics(Observer):
                 assert current is not None
                 current[0] += len(key) - 33 + len(value)
                 current[1] += 1
-        finally:
-            close = getattr(keys, "close", None)
-            if close is not None:
-                close()  # release the RocksDB iterator before the store can close
-        self.storage = totals
+            return totals
+
+        t0 = time.perf_counter()
+        self.storage = await runtime.store.walk(walk)
         self.storage_scanned = self._clock()
         self.storage_scan_seconds = time.perf_counter() - t0
 

@@ -17,9 +17,14 @@ membership revision, so a new home's writes outrank anything an old home wrote
 (acknowledged or not: an old home may hold writes no replica took). Two copies with
 one version hold the same history; catch-up keeps the copy with the higher version.
 
-Which rocksdict calls run where is decided here and only here: point reads and
-bounded scans run on the event loop (microseconds, from the block cache); fsync'd
-writes run on one dedicated thread so the loop keeps serving while the disk syncs.
+Which rocksdict calls run where is decided here and only here:
+* on the event loop: point reads and bounded scans (one object, one list() page:
+  microseconds, from the block cache);
+* on the commit thread (``GroupCommitter``): every fsync'd write, and the scans that
+  must be ordered with commits (the alarm index reload, catch-up and handoff ingest,
+  fetching one object whole);
+* on the scan thread (``Store.walk``): walks of the whole keyspace (storage metrics),
+  which may take seconds and must hold up neither the loop nor commits.
 """
 
 from __future__ import annotations
@@ -94,6 +99,10 @@ class CommitFenced(RuntimeError):
     """The commit was refused: this node may no longer own the object."""
 
 
+class StoreClosing(RuntimeError):
+    """A walk was cut short: the store is closing."""
+
+
 class StoreLocked(RuntimeError):
     """Another process holds the data directory."""
 
@@ -133,6 +142,8 @@ class Store:
         # loop never meets a closed DB.
         self._swap = threading.Lock()
         self._open(open_timeout)
+        self._scanner = ThreadPoolExecutor(1, thread_name_prefix="abode-scan")
+        self._closing = False
         self._write_opts = WriteOptions()
         self._write_opts.sync = sync
         # The term of new versions: the node's membership revision (0 outside a cluster).
@@ -180,6 +191,21 @@ class Store:
             k = it.key()
             yield int.from_bytes(k[:8], "big"), k[8:], it.value().decode()
             it.next()
+
+    def walk(self, fn: Callable[[Iterator[tuple[bytes, bytes]]], T]) -> asyncio.Future[T]:
+        """Run ``fn`` over every key (ascending) on the scan thread. A store that is
+        closing ends the walk early (``StoreClosing``) rather than wait for it."""
+
+        def run() -> T:
+            return fn(self._keys_until_closing())
+
+        return asyncio.get_running_loop().run_in_executor(self._scanner, run)
+
+    def _keys_until_closing(self) -> Iterator[tuple[bytes, bytes]]:
+        for n, item in enumerate(self.scan_positions(0, 0)):
+            if n % 1024 == 0 and self._closing:
+                raise StoreClosing("the store is closing")
+            yield item
 
     def meta_get(self, name: str) -> bytes | None:
         with self._swap:
@@ -356,6 +382,8 @@ class Store:
             log.warning("closing the store after a full disk: %s", exc)
 
     def close(self) -> None:
+        self._closing = True
+        self._scanner.shutdown(wait=True)  # a walk's iterator would keep the DB open
         with self._swap:
             self._close_db()
 
