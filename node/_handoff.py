@@ -31,7 +31,7 @@ from abode.cluster.retry import until_done
 from abode.cluster.ring import Member, Ring, moved_ranges
 from abode.cluster.rpc.v1 import node_pb2 as pb
 from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
-from abode.node._ownership import RingOwnership
+from abode.node._ownership import PositionSet, RingOwnership
 from abode.node._runtime import Runtime
 from abode.node._store import ALARM, alarm_record_time
 
@@ -204,10 +204,14 @@ class Handoff:
 
     async def release(self, request: pb.PullRequest) -> int:
         ranges = [(r.start, r.end) for r in request.ranges]
-        # Drop only what this node does not own now (the ring may have moved back).
-        ring = self.view.ring
-        mine = [(s, e) for s, e in ranges if ring.members and ring.owner(s) == self.node_id]
-        drop = [r for r in ranges if r not in mine]
+        # Drop only what this node keeps no copy of now: with replicas it often stays
+        # in the preference list as the second copy (the ring may also have moved
+        # back). Dropping that copy would leave one copy until the next write, and the
+        # new home's death meanwhile would serve the object from an empty store.
+        drop_set = PositionSet()
+        drop_set.add(ranges)
+        drop_set.discard(self.view.ring.replica_ranges(self.node_id, self.view.replicas))
+        drop = drop_set.spans()
         dropped = await self.runtime.committer.run_exclusive(self.store.drop_positions, drop)
         if self._leaving_span:
             self._released_span += _span(drop)

@@ -87,10 +87,14 @@ class OpLoad:
     workers: int = 8
     acked: dict[str, tuple[str, int, float]] = field(default_factory=dict)  # op -> name, value, sent
     answered_at: dict[str, float] = field(default_factory=dict)  # acked op -> when its 200 came
+    acked_by: dict[str, int] = field(default_factory=dict)  # acked op -> pid of the node that ran it
     refused: dict[str, str] = field(default_factory=dict)
     ambiguous: dict[str, tuple[str, str]] = field(default_factory=dict)  # op -> name, why
     definite: dict[str, tuple[str, str]] = field(default_factory=dict)
     outcomes: Counter[str] = field(default_factory=Counter)
+    # Every answer other than 200 and 503: (sent, answered, outcome), to tell which
+    # fault each one belongs to.
+    others: list[tuple[float, float, str]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _tag: str = field(default_factory=lambda: os.urandom(3).hex())
@@ -132,6 +136,7 @@ class OpLoad:
                         body = await resp.json()
                         self.answered_at[op] = time.monotonic()
                         self.acked[op] = (name, int(body["value"]), sent)
+                        self.acked_by[op] = int(body.get("pid", 0))
                     elif status == 503:
                         self.refused[op] = name
                     elif status in AMBIGUOUS_STATUSES:
@@ -139,9 +144,12 @@ class OpLoad:
                     else:
                         self.definite[op] = (name, f"{status} {text[:200]}")
                     self.outcomes[str(status)] += 1
+                    if status not in (200, 503):
+                        self.others.append((sent, time.monotonic(), f"{status} {text[:200]}"))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self.ambiguous[op] = (name, f"{type(exc).__name__}: {exc}")
                 self.outcomes[type(exc).__name__] += 1
+                self.others.append((sent, time.monotonic(), f"{type(exc).__name__}: {exc}"))
             if op in self.refused:
                 await asyncio.sleep(0.05)  # a refusal: back off a little
 
