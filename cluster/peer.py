@@ -114,15 +114,16 @@ class PeerClient:
         self.connect()
         self._wake.set()
         try:
-            async with asyncio.timeout(timeout):
-                return list(await asyncio.gather(*futs))
-        except TimeoutError:
-            return [f.result() if f.done()
-                    else f"{UNREACHABLE}no ack from {self.address} within {timeout:g} s"
-                    for f in futs]
+            # asyncio.wait, not a timeout around gather: that cancels the futures of the
+            # writes not yet acked, and result() on them then raises CancelledError into
+            # the commit loop, ending it.
+            await asyncio.wait(futs, timeout=timeout)
         finally:
             for w in writes:
                 self._acks.pop(w.seq, None)
+        return [f.result() if f.done() and not f.cancelled()
+                else f"{UNREACHABLE}no ack from {self.address} within {timeout:g} s"
+                for f in futs]
 
     @property
     def in_flight(self) -> int:
@@ -267,10 +268,9 @@ class PeerClient:
                     log.debug("half-close of the stream to %s: %s", self.address, describe(exc))
                 await asyncio.wait([self._task], timeout=left)
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            # gather, not try/except CancelledError: a cancellation of close() itself
+            # must reach its caller.
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         self._fail(set())
         await self._channel.close()

@@ -96,6 +96,17 @@ class Replicator:
         return [n for n in prefs if n != self.node_id and n in view.live]
 
     async def replicate(self, batches: list[Batch]) -> dict[int, str]:
+        """Ship the group; returns {index of a failed batch: why}. Never raises (but
+        for its own cancellation): the commit loop that awaits it must outlive any
+        failure of one group."""
+        try:
+            return await self._replicate(batches)
+        except Exception as exc:
+            log.exception("replication of a group of %d batches failed", len(batches))
+            return {i: f"replication failed: {type(exc).__name__}: {exc}"
+                    for i in range(len(batches))}
+
+    async def _replicate(self, batches: list[Batch]) -> dict[int, str]:
         """Ship the group; returns {index of a failed batch: why}.
 
         A replica that does not take a batch is asked again (resends are harmless:
@@ -129,8 +140,14 @@ class Replicator:
                 self._attempt(n, [_to_pb(batches[i], batches[i].namespace, revision)
                                   for i in by_target[n]])
                 for n in nodes
-            ))
+            ), return_exceptions=True)
             for node, errors in zip(nodes, results, strict=True):
+                if isinstance(errors, BaseException):
+                    # One replica's attempt broke (a bug, not a refusal): that replica
+                    # owes the batches still, and the others' acks count.
+                    log.error("replication attempt to %s failed: %r", node, errors)
+                    errors = [f"attempt failed: {type(errors).__name__}: {errors}"] * len(
+                        by_target[node])
                 for i, error in zip(by_target[node], errors, strict=True):
                     self.batches_sent += 1
                     if error:
@@ -167,7 +184,13 @@ class Replicator:
                 down = asyncio.ensure_future(
                     self.view.wait_for(lambda v: node not in v.live, REPLICA_TIMEOUT + 1.0))
                 await asyncio.wait({send, down}, return_when=asyncio.FIRST_COMPLETED)
+                if not send.done() and (down.cancelled() or down.exception() is not None):
+                    await asyncio.wait({send})  # the watch ended without news: keep waiting
             if send.done():
+                # Never cancelled by us before here; if anything else did, that is no
+                # reason to end the commit loop that awaits this: count it as no answer.
+                if send.cancelled():
+                    return [f"replication to {node} was cancelled"] * len(writes)
                 return send.result()
             return [f"replica {node} is down"] * len(writes)
         finally:

@@ -62,7 +62,15 @@ class NodeService(pb_grpc.NodeServicer):
                     result = [pb.ReplicaAck(seq=w.seq, error="not a cluster member yet")
                               for w in writes]
                 else:
-                    result = await self.replicas.apply(sender, writes)
+                    try:
+                        result = await self.replicas.apply(sender, writes)
+                    except Exception as exc:
+                        # Answer every write: a home waits for each ack, and this loop
+                        # must go on serving the stream's later writes.
+                        log.exception("applying %d replica writes from %s failed",
+                                      len(writes), sender)
+                        result = [pb.ReplicaAck(seq=w.seq, error=f"replica failed: {exc!r}")
+                                  for w in writes]
                 acks.extend(result)
                 wake.set()
 
