@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -20,6 +20,7 @@ import grpc
 from abode.cluster import wire
 from abode.cluster.errors import CallTimeout, ConnectionLost, Unavailable
 from abode.cluster.invocation import Invocation, Outcome
+from abode.cluster.replica import AckStatus, Batch, ReplicaAck
 from abode.cluster.retry import describe
 from abode.cluster.rpc.v1 import node_pb2 as pb
 from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
@@ -45,11 +46,6 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1_000),
 ]
-
-
-# Prefix of a replica error that says nothing about the write (no answer), as opposed
-# to the replica refusing it.
-UNREACHABLE = "unreachable: "
 
 FrameHandler = Callable[[str, list[Frame]], None]
 
@@ -77,7 +73,7 @@ class PeerClient:
         self._metadata = tuple(metadata) or None
         # Replication: writes waiting to be sent, and each sent write's ack future.
         self._replica_out: list[pb.ReplicaWrite] = []
-        self._acks: dict[int, asyncio.Future[str]] = {}
+        self._acks: dict[int, asyncio.Future[ReplicaAck]] = {}
         self._on_frames = on_frames
         self._on_lost = on_lost
         self._frames: list[pb.SocketFrame] = []
@@ -99,17 +95,24 @@ class PeerClient:
         if self._task is None and not self._closed:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def replicate(self, writes: list[pb.ReplicaWrite], timeout: float) -> list[str]:
-        """Ship writes to this replica; per write, "" once durable there, else why not."""
+    async def replicate(
+        self, batches: Sequence[Batch], revision: int, timeout: float
+    ) -> list[ReplicaAck]:
+        """Ship a home's batches (at its membership ``revision``) to this replica;
+        returns the replica's ack of each, or UNREACHABLE for those with no answer
+        within ``timeout``."""
         if self._closed:
-            return [f"{UNREACHABLE}replica connection closed"] * len(writes)
+            return [ReplicaAck(AckStatus.UNREACHABLE, "replica connection closed")
+                    ] * len(batches)
         loop = asyncio.get_running_loop()
         futs = []
-        for w in writes:
-            w.seq = next(self._ids)
-            fut: asyncio.Future[str] = loop.create_future()
+        writes = []
+        for batch in batches:
+            w = wire.batch_to_pb(batch, revision, next(self._ids))
+            fut: asyncio.Future[ReplicaAck] = loop.create_future()
             self._acks[w.seq] = fut
             futs.append(fut)
+            writes.append(w)
         self._replica_out.extend(writes)
         self.connect()
         self._wake.set()
@@ -122,7 +125,8 @@ class PeerClient:
             for w in writes:
                 self._acks.pop(w.seq, None)
         return [f.result() if f.done() and not f.cancelled()
-                else f"{UNREACHABLE}no ack from {self.address} within {timeout:g} s"
+                else ReplicaAck(AckStatus.UNREACHABLE,
+                                f"no ack from {self.address} within {timeout:g} s")
                 for f in futs]
 
     @property
@@ -224,7 +228,7 @@ class PeerClient:
             for ack in env.acks:
                 fut = self._acks.get(ack.seq)
                 if fut is not None and not fut.done():
-                    fut.set_result(ack.error)
+                    fut.set_result(wire.ack_from_pb(ack))
             if env.frames and self._on_frames is not None:
                 self._on_frames(self.address, [wire.frame_from_pb(f) for f in env.frames])
 
@@ -236,7 +240,8 @@ class PeerClient:
         self._replica_out.clear()
         for ack in self._acks.values():
             if not ack.done():
-                ack.set_result(f"{UNREACHABLE}connection to replica {self.address} lost")
+                ack.set_result(ReplicaAck(AckStatus.UNREACHABLE,
+                                          f"connection to replica {self.address} lost"))
         for call_id, fut in list(self._pending.items()):
             if fut.done():
                 continue

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from abode.cluster import wire
+from abode.cluster.replica import AckStatus, ReplicaAck
 from abode.cluster.rpc.v1 import node_pb2 as pb
 from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
 from abode.cluster.sockets import NODE_METADATA, ROUTER_METADATA, Frame
@@ -59,8 +60,8 @@ class NodeService(pb_grpc.NodeServicer):
             while True:
                 writes = await replica_in.get()
                 if self.replicas is None:
-                    result = [pb.ReplicaAck(seq=w.seq, error="not a cluster member yet")
-                              for w in writes]
+                    result = [ReplicaAck(AckStatus.REFUSED, "not a cluster member yet")
+                              ] * len(writes)
                 else:
                     try:
                         result = await self.replicas.apply(sender, writes)
@@ -69,9 +70,10 @@ class NodeService(pb_grpc.NodeServicer):
                         # must go on serving the stream's later writes.
                         log.exception("applying %d replica writes from %s failed",
                                       len(writes), sender)
-                        result = [pb.ReplicaAck(seq=w.seq, error=f"replica failed: {exc!r}")
-                                  for w in writes]
-                acks.extend(result)
+                        result = [ReplicaAck(AckStatus.FAILED, f"replica failed: {exc!r}")
+                                  ] * len(writes)
+                acks.extend(wire.ack_to_pb(w.seq, a)
+                            for w, a in zip(writes, result, strict=True))
                 wake.set()
 
         def push(frame: Frame) -> None:
