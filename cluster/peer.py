@@ -70,7 +70,8 @@ FrameHandler = Callable[[str, list[Frame]], None]
 class PeerClient:
     """One peer node. ``router_id`` names this end to the node (for socket frames);
     ``on_frames(address, frames)`` receives frames the node sends, and
-    ``on_lost(address)`` hears that the stream broke."""
+    ``on_lost(address)`` hears that the stream broke. ``max_queued_*`` bound what
+    waits for the stream's writer (see MAX_QUEUED_CALLS)."""
 
     def __init__(
         self,
@@ -81,6 +82,10 @@ class PeerClient:
         on_frames: FrameHandler | None = None,
         on_lost: Callable[[str], None] | None = None,
         max_batch: int = 512,
+        max_queued_calls: int = MAX_QUEUED_CALLS,
+        max_queued_frames: int = MAX_QUEUED_FRAMES,
+        max_queued_writes: int = MAX_QUEUED_REPLICA_WRITES,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
         self.address = address
         self._max_batch = max_batch
@@ -90,20 +95,20 @@ class PeerClient:
         self._metadata = tuple(metadata) or None
         # Replication: writes waiting to be sent, and each sent write's ack future.
         self._replica_out: Outbox[pb.ReplicaWrite] = Outbox(
-            f"replica writes to {address}", max_items=MAX_QUEUED_REPLICA_WRITES,
-            max_bytes=MAX_QUEUED_BYTES)
+            f"replica writes to {address}", max_items=max_queued_writes,
+            max_bytes=max_queued_bytes)
         self._acks: dict[int, asyncio.Future[ReplicaAck]] = {}
         self._on_frames = on_frames
         self._on_lost = on_lost
         self._frames: Outbox[pb.SocketFrame] = Outbox(
-            f"socket frames to {address}", max_items=MAX_QUEUED_FRAMES,
-            max_bytes=MAX_QUEUED_BYTES)
+            f"socket frames to {address}", max_items=max_queued_frames,
+            max_bytes=max_queued_bytes)
         self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.NodeStub(self._channel)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._outbox: Outbox[pb.Call] = Outbox(
-            f"calls to {address}", max_items=MAX_QUEUED_CALLS, max_bytes=MAX_QUEUED_BYTES)
+            f"calls to {address}", max_items=max_queued_calls, max_bytes=max_queued_bytes)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stream: Any = None  # the current Exchange call
