@@ -53,6 +53,12 @@ RETRY_SECONDS = 10.0  # every attempt for one group
 KEYSPACE = 1 << 64
 
 
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (a CancelledError is then ours)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class Replicator:
     def __init__(self, node_id: str, view: MembershipView, peers: PeerPool) -> None:
         self.node_id = node_id
@@ -78,7 +84,9 @@ class Replicator:
         failure of one group."""
         try:
             return await self._replicate(batches)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                raise  # this task is being cancelled: that one is ours to pass on
             log.exception("replication of a group of %d batches failed", len(batches))
             return {i: f"replication failed: {type(exc).__name__}: {exc}"
                     for i in range(len(batches))}

@@ -191,7 +191,11 @@ class _Exchange:
             else:
                 try:
                     result = await replicas.apply(self._sender, writes)
-                except Exception as exc:
+                except (Exception, asyncio.CancelledError) as exc:
+                    task = asyncio.current_task()
+                    if isinstance(exc, asyncio.CancelledError) and (
+                            task is None or task.cancelling()):
+                        raise  # the stream ends: ours to pass on
                     # Answer every write: a home waits for each ack, and this loop
                     # must go on serving the stream's later writes.
                     log.exception("applying %d replica writes from %s failed",
