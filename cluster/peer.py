@@ -133,21 +133,28 @@ class PeerClient:
             return [ReplicaAck(AckStatus.UNREACHABLE, "replica connection closed")
                     ] * len(batches)
         loop = asyncio.get_running_loop()
-        futs = []
+        futs: list[asyncio.Future[ReplicaAck]] = []
         writes = []
+        refusal: ReplicaAck | None = None
         for batch in batches:
-            w = wire.batch_to_pb(batch, revision, next(self._ids))
             fut: asyncio.Future[ReplicaAck] = loop.create_future()
+            futs.append(fut)
+            if refusal is not None:
+                # Nor any after a refused one: a later batch of the same object would
+                # find the replica short of its base and make it fetch the object.
+                fut.set_result(refusal)
+                continue
+            w = wire.batch_to_pb(batch, revision, next(self._ids))
             try:
                 self._replica_out.put(w)
             except Overloaded as exc:  # the home asks again, after a backoff
-                fut.set_result(ReplicaAck(AckStatus.REFUSED, str(exc)))
+                refusal = ReplicaAck(AckStatus.REFUSED, str(exc))
+                fut.set_result(refusal)
             except MessageTooLarge as exc:
                 fut.set_result(ReplicaAck(AckStatus.FAILED, f"batch not sent: {exc}"))
             else:
                 self._acks[w.seq] = fut
                 writes.append(w)
-            futs.append(fut)
         self.connect()
         self._wake.set()
         try:
