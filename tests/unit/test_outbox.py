@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from abode.cluster.errors import Overloaded
@@ -26,7 +26,10 @@ def big() -> Outbox[pb.SocketFrame]:
     return Outbox("frames", max_items=10**6, max_bytes=1 << 40)
 
 
-@given(st.lists(st.integers(0, 3 * ENVELOPE_BYTES // 2), min_size=1, max_size=20))
+# Real megabyte-sized messages: few examples, and no per-example deadline on a
+# shared machine.
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 3 * ENVELOPE_BYTES // 2), min_size=1, max_size=12))
 def test_envelopes_hold_everything_in_order_and_stay_under_the_limit(sizes: list[int]) -> None:
     box = big()
     for i, size in enumerate(sizes):
