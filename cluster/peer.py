@@ -12,22 +12,40 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 
 from abode.cluster import wire
-from abode.cluster.errors import CallTimeout, ConnectionLost, Unavailable
+from abode.cluster.errors import (
+    CallTimeout,
+    ConnectionLost,
+    Overloaded,
+    RequestTooLarge,
+    Unavailable,
+)
 from abode.cluster.invocation import Invocation, Outcome
+from abode.cluster.outbox import MAX_MESSAGE_BYTES, MessageTooLarge, Outbox, messages
+from abode.cluster.replica import AckStatus, Batch, ReplicaAck
 from abode.cluster.retry import describe
 from abode.cluster.rpc.v1 import node_pb2 as pb
 from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
-from abode.cluster.sockets import NODE_METADATA, ROUTER_METADATA, Frame
+from abode.cluster.sockets import NODE_METADATA, ROUTER_METADATA, Frame, FrameKind
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# What may wait for this stream's writer, per peer. The writer empties them every
+# few milliseconds while the peer reads; they fill only when it stops reading (paused,
+# partitioned, overloaded) or the stream is reconnecting, and then callers are told
+# at once (Overloaded: it never ran) instead of memory growing. Normal load is far
+# below: a router measured at 68,000 requests/s has a few thousand calls in flight in
+# all, mailboxes hold at most --max-queue (1,000) events per object, and client
+# WebSocket messages are at most 1 MiB each.
+MAX_QUEUED_CALLS = 20_000
+MAX_QUEUED_FRAMES = 100_000
+MAX_QUEUED_REPLICA_WRITES = 20_000
+MAX_QUEUED_BYTES = 256 * 1024 * 1024  # each of the three
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -46,18 +64,14 @@ CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1_000),
 ]
 
-
-# Prefix of a replica error that says nothing about the write (no answer), as opposed
-# to the replica refusing it.
-UNREACHABLE = "unreachable: "
-
 FrameHandler = Callable[[str, list[Frame]], None]
 
 
 class PeerClient:
     """One peer node. ``router_id`` names this end to the node (for socket frames);
     ``on_frames(address, frames)`` receives frames the node sends, and
-    ``on_lost(address)`` hears that the stream broke."""
+    ``on_lost(address)`` hears that the stream broke. ``max_queued_*`` bound what
+    waits for the stream's writer (see MAX_QUEUED_CALLS)."""
 
     def __init__(
         self,
@@ -68,6 +82,10 @@ class PeerClient:
         on_frames: FrameHandler | None = None,
         on_lost: Callable[[str], None] | None = None,
         max_batch: int = 512,
+        max_queued_calls: int = MAX_QUEUED_CALLS,
+        max_queued_frames: int = MAX_QUEUED_FRAMES,
+        max_queued_writes: int = MAX_QUEUED_REPLICA_WRITES,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
         self.address = address
         self._max_batch = max_batch
@@ -76,16 +94,21 @@ class PeerClient:
             metadata.append((NODE_METADATA, node_id))
         self._metadata = tuple(metadata) or None
         # Replication: writes waiting to be sent, and each sent write's ack future.
-        self._replica_out: list[pb.ReplicaWrite] = []
-        self._acks: dict[int, asyncio.Future[str]] = {}
+        self._replica_out: Outbox[pb.ReplicaWrite] = Outbox(
+            f"replica writes to {address}", max_items=max_queued_writes,
+            max_bytes=max_queued_bytes)
+        self._acks: dict[int, asyncio.Future[ReplicaAck]] = {}
         self._on_frames = on_frames
         self._on_lost = on_lost
-        self._frames: list[pb.SocketFrame] = []
+        self._frames: Outbox[pb.SocketFrame] = Outbox(
+            f"socket frames to {address}", max_items=max_queued_frames,
+            max_bytes=max_queued_bytes)
         self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.NodeStub(self._channel)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._outbox: list[pb.Call] = []
+        self._outbox: Outbox[pb.Call] = Outbox(
+            f"calls to {address}", max_items=max_queued_calls, max_bytes=max_queued_bytes)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stream: Any = None  # the current Exchange call
@@ -99,30 +122,53 @@ class PeerClient:
         if self._task is None and not self._closed:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def replicate(self, writes: list[pb.ReplicaWrite], timeout: float) -> list[str]:
-        """Ship writes to this replica; per write, "" once durable there, else why not."""
+    async def replicate(
+        self, batches: Sequence[Batch], revision: int, timeout: float
+    ) -> list[ReplicaAck]:
+        """Ship a home's batches (at its membership ``revision``) to this replica;
+        returns the replica's ack of each, or UNREACHABLE for those with no answer
+        within ``timeout``, or REFUSED for those the outbox had no room for, or
+        FAILED for one too large to send."""
         if self._closed:
-            return [f"{UNREACHABLE}replica connection closed"] * len(writes)
+            return [ReplicaAck(AckStatus.UNREACHABLE, "replica connection closed")
+                    ] * len(batches)
         loop = asyncio.get_running_loop()
-        futs = []
-        for w in writes:
-            w.seq = next(self._ids)
-            fut: asyncio.Future[str] = loop.create_future()
-            self._acks[w.seq] = fut
+        futs: list[asyncio.Future[ReplicaAck]] = []
+        writes = []
+        refusal: ReplicaAck | None = None
+        for batch in batches:
+            fut: asyncio.Future[ReplicaAck] = loop.create_future()
             futs.append(fut)
-        self._replica_out.extend(writes)
+            if refusal is not None:
+                # Nor any after a refused one: a later batch of the same object would
+                # find the replica short of its base and make it fetch the object.
+                fut.set_result(refusal)
+                continue
+            w = wire.batch_to_pb(batch, revision, next(self._ids))
+            try:
+                self._replica_out.put(w)
+            except Overloaded as exc:  # the home asks again, after a backoff
+                refusal = ReplicaAck(AckStatus.REFUSED, str(exc))
+                fut.set_result(refusal)
+            except MessageTooLarge as exc:
+                fut.set_result(ReplicaAck(AckStatus.FAILED, f"batch not sent: {exc}"))
+            else:
+                self._acks[w.seq] = fut
+                writes.append(w)
         self.connect()
         self._wake.set()
         try:
-            async with asyncio.timeout(timeout):
-                return list(await asyncio.gather(*futs))
-        except TimeoutError:
-            return [f.result() if f.done()
-                    else f"{UNREACHABLE}no ack from {self.address} within {timeout:g} s"
-                    for f in futs]
+            # asyncio.wait, not a timeout around gather: that cancels the futures of the
+            # writes not yet acked, and result() on them then raises CancelledError into
+            # the commit loop, ending it.
+            await asyncio.wait(futs, timeout=timeout)
         finally:
             for w in writes:
                 self._acks.pop(w.seq, None)
+        return [f.result() if f.done() and not f.cancelled()
+                else ReplicaAck(AckStatus.UNREACHABLE,
+                                f"no ack from {self.address} within {timeout:g} s")
+                for f in futs]
 
     @property
     def in_flight(self) -> int:
@@ -135,9 +181,12 @@ class PeerClient:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
         call_id = next(self._ids)
+        try:
+            self._outbox.put(wire.call_to_pb(call_id, inv))
+        except MessageTooLarge as exc:
+            raise RequestTooLarge(f"call not sent to {self.address}: {exc}") from None
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = fut
-        self._outbox.append(wire.call_to_pb(call_id, inv))
         self._wake.set()
         try:
             # A little slack over the callee's own deadline, so its answer wins the race.
@@ -152,8 +201,10 @@ class PeerClient:
         return outcome  # type: ignore[no-any-return]
 
     def send_frame(self, frame: Frame) -> None:
-        """Queue a socket frame for the node; it rides the next Envelope."""
-        self._frames.append(wire.frame_to_pb(frame))
+        """Queue a socket frame for the node; it rides the next Envelope. Raises
+        Overloaded when the queue is full (a close always goes: it ends a socket's
+        traffic, and there is one per socket)."""
+        self._frames.put(wire.frame_to_pb(frame), force=frame.kind == FrameKind.CLOSE)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
         self._wake.set()
@@ -161,8 +212,7 @@ class PeerClient:
     def take_frames(self) -> list[Frame]:
         """Socket frames queued and not sent (after the stream broke), for the caller
         to send elsewhere; they are no longer this peer's to send."""
-        frames, self._frames = self._frames, []
-        return [wire.frame_from_pb(f) for f in frames]
+        return [wire.frame_from_pb(f) for f in self._frames.clear()]
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -196,15 +246,17 @@ class PeerClient:
             await self._wake.wait()
             self._wake.clear()
             while self._outbox or self._frames or self._replica_out:
-                batch = self._outbox[: self._max_batch]
-                del self._outbox[: self._max_batch]
-                frames, self._frames = self._frames, []
-                replicate, self._replica_out = self._replica_out, []
-                sent.update(c.id for c in batch)
+                # Each Envelope up to ENVELOPE_BYTES; replica writes first (commits
+                # wait on them), and no kind waits on another's order.
+                replicate, used = self._replica_out.take(0)
+                batch, used = self._outbox.take(used, self._max_batch)
+                frames, used = self._frames.take(used)
+                sent.update(c.id for c, _ in batch)
                 try:
-                    await stream.write(pb.Envelope(calls=batch, frames=frames, replicate=replicate))
+                    await stream.write(pb.Envelope(calls=messages(batch), frames=messages(frames),
+                                                   replicate=messages(replicate)))
                 except BaseException:
-                    self._frames[:0] = frames  # not sent: see take_frames
+                    self._frames.put_back(frames)  # not sent: see take_frames
                     raise
                 self.envelopes_sent += 1
                 self.calls_sent += len(batch)
@@ -223,19 +275,19 @@ class PeerClient:
             for ack in env.acks:
                 fut = self._acks.get(ack.seq)
                 if fut is not None and not fut.done():
-                    fut.set_result(ack.error)
+                    fut.set_result(wire.ack_from_pb(ack))
             if env.frames and self._on_frames is not None:
                 self._on_frames(self.address, [wire.frame_from_pb(f) for f in env.frames])
 
     def _fail(self, sent: set[int]) -> None:
         # A call the peer may have run must not be retried blindly (ConnectionLost);
         # a call never sent is safe to retry (Unavailable is a refusal).
-        unsent = {c.id for c in self._outbox}
-        self._outbox.clear()
+        unsent = {c.id for c in self._outbox.clear()}
         self._replica_out.clear()
         for ack in self._acks.values():
             if not ack.done():
-                ack.set_result(f"{UNREACHABLE}connection to replica {self.address} lost")
+                ack.set_result(ReplicaAck(AckStatus.UNREACHABLE,
+                                          f"connection to replica {self.address} lost"))
         for call_id, fut in list(self._pending.items()):
             if fut.done():
                 continue
@@ -267,10 +319,9 @@ class PeerClient:
                     log.debug("half-close of the stream to %s: %s", self.address, describe(exc))
                 await asyncio.wait([self._task], timeout=left)
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            # gather, not try/except CancelledError: a cancellation of close() itself
+            # must reach its caller.
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         self._fail(set())
         await self._channel.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abode.cluster.errors import AbodeError, Refused, RemoteError, from_code
 from abode.cluster.http import Request, Response
 from abode.cluster.invocation import Invocation, Outcome
+from abode.cluster.replica import AckStatus, Batch, ReplicaAck
 from abode.cluster.rpc.v1 import node_pb2 as pb
 from abode.cluster.sockets import Frame, FrameKind, SocketOwner
 
@@ -132,3 +133,51 @@ def frame_from_pb(msg: pb.SocketFrame) -> Frame:
         msg.socket_id, msg.namespace, msg.object_id, FrameKind(msg.kind), data,
         msg.code, msg.reason, msg.was_clean, msg.revision,
     )
+
+
+def batch_to_pb(batch: Batch, revision: int, seq: int = 0) -> pb.ReplicaWrite:
+    """A home's batch for a replica; ``revision`` is the home's membership revision."""
+    return pb.ReplicaWrite(
+        seq=seq,
+        object_id=batch.object_id,
+        namespace=batch.namespace,
+        version=batch.version,
+        base=batch.base,
+        revision=revision,
+        puts=[pb.KeyValue(key=k, value=v) for k, v in batch.puts],
+        deletes=batch.deletes,
+        index_puts=[pb.KeyValue(key=k, value=v) for k, v in batch.index_puts],
+        index_deletes=batch.index_deletes,
+    )
+
+
+def batch_from_pb(msg: pb.ReplicaWrite) -> Batch:
+    return Batch(
+        msg.object_id, msg.version, msg.namespace,
+        puts=[(kv.key, kv.value) for kv in msg.puts],
+        deletes=list(msg.deletes),
+        index_puts=[(kv.key, kv.value) for kv in msg.index_puts],
+        index_deletes=list(msg.index_deletes),
+        base=msg.base,
+    )
+
+
+# UNREACHABLE has no wire form: it is what a home concludes when no ack came.
+_ACK_TO_PB = {
+    AckStatus.OK: pb.ReplicaAck.OK,
+    AckStatus.REFUSED: pb.ReplicaAck.REFUSED,
+    AckStatus.FAILED: pb.ReplicaAck.FAILED,
+}
+_ACK_FROM_PB = {v: k for k, v in _ACK_TO_PB.items()}
+
+
+def ack_to_pb(seq: int, ack: ReplicaAck) -> pb.ReplicaAck:
+    status = _ACK_TO_PB.get(ack.status, pb.ReplicaAck.FAILED)
+    return pb.ReplicaAck(seq=seq, status=status, message=ack.message)
+
+
+def ack_from_pb(msg: pb.ReplicaAck) -> ReplicaAck:
+    status = _ACK_FROM_PB.get(msg.status)
+    if status is None:  # unset or unknown: nothing says the replica took the write
+        return ReplicaAck(AckStatus.FAILED, msg.message or f"replica ack with status {msg.status}")
+    return ReplicaAck(status, msg.message)

@@ -31,11 +31,13 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
 
+from abode.cluster import wire
 from abode.cluster.ids import ring_position
 from abode.cluster.membership import MembershipView
 from abode.cluster.metrics import Histogram
 from abode.cluster.peer import CHANNEL_OPTIONS
 from abode.cluster.placement import home_of
+from abode.cluster.replica import ACK_OK, AckStatus, ReplicaAck
 from abode.cluster.retry import until_done
 from abode.cluster.ring import Ring
 from abode.cluster.rpc.v1 import node_pb2 as pb
@@ -51,29 +53,10 @@ RETRY_SECONDS = 10.0  # every attempt for one group
 KEYSPACE = 1 << 64
 
 
-def _to_pb(batch: Batch, namespace: str, revision: int) -> pb.ReplicaWrite:
-    return pb.ReplicaWrite(
-        object_id=batch.object_id,
-        namespace=namespace,
-        version=batch.version,
-        base=batch.base,
-        revision=revision,
-        puts=[pb.KeyValue(key=k, value=v) for k, v in batch.puts],
-        deletes=batch.deletes,
-        index_puts=[pb.KeyValue(key=k, value=v) for k, v in batch.index_puts],
-        index_deletes=batch.index_deletes,
-    )
-
-
-def _from_pb(w: pb.ReplicaWrite) -> Batch:
-    return Batch(
-        w.object_id, w.version, w.namespace,
-        puts=[(kv.key, kv.value) for kv in w.puts],
-        deletes=list(w.deletes),
-        index_puts=[(kv.key, kv.value) for kv in w.index_puts],
-        index_deletes=list(w.index_deletes),
-        base=w.base,
-    )
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (a CancelledError is then ours)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class Replicator:
@@ -96,6 +79,19 @@ class Replicator:
         return [n for n in prefs if n != self.node_id and n in view.live]
 
     async def replicate(self, batches: list[Batch]) -> dict[int, str]:
+        """Ship the group; returns {index of a failed batch: why}. Never raises (but
+        for its own cancellation): the commit loop that awaits it must outlive any
+        failure of one group."""
+        try:
+            return await self._replicate(batches)
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                raise  # this task is being cancelled: that one is ours to pass on
+            log.exception("replication of a group of %d batches failed", len(batches))
+            return {i: f"replication failed: {type(exc).__name__}: {exc}"
+                    for i in range(len(batches))}
+
+    async def _replicate(self, batches: list[Batch]) -> dict[int, str]:
         """Ship the group; returns {index of a failed batch: why}.
 
         A replica that does not take a batch is asked again (resends are harmless:
@@ -126,17 +122,22 @@ class Replicator:
                     by_target.setdefault(node, []).append(i)
             nodes = list(by_target)
             results = await asyncio.gather(*(
-                self._attempt(n, [_to_pb(batches[i], batches[i].namespace, revision)
-                                  for i in by_target[n]])
+                self._attempt(n, [batches[i] for i in by_target[n]], revision)
                 for n in nodes
-            ))
-            for node, errors in zip(nodes, results, strict=True):
-                for i, error in zip(by_target[node], errors, strict=True):
+            ), return_exceptions=True)
+            for node, acks in zip(nodes, results, strict=True):
+                if isinstance(acks, BaseException):
+                    # One replica's attempt broke (a bug, not a refusal): that replica
+                    # owes the batches still, and the others' acks count.
+                    log.error("replication attempt to %s failed: %r", node, acks)
+                    acks = [ReplicaAck(AckStatus.FAILED, f"attempt failed: {acks!r}")
+                            ] * len(by_target[node])
+                for i, ack in zip(by_target[node], acks, strict=True):
                     self.batches_sent += 1
-                    if error:
-                        why[i] = f"replica {node}: {error}"
-                    else:
+                    if ack.ok:
                         owed[i].discard(node)
+                    else:
+                        why[i] = f"replica {node}: {ack}"
             owed = {i: nodes for i, nodes in owed.items() if nodes}
             # Still owed: only by replicas that are still live copies of a batch whose
             # object this node still serves, and only while time is left.
@@ -155,10 +156,12 @@ class Replicator:
                         next(iter(failed.values())))
         return failed
 
-    async def _attempt(self, node: str, writes: list[pb.ReplicaWrite]) -> list[str]:
+    async def _attempt(
+        self, node: str, batches: list[Batch], revision: int
+    ) -> list[ReplicaAck]:
         """One try at one replica; it ends early if the replica stops being live."""
-        send = asyncio.ensure_future(
-            self.peers.get(self.view.address_of(node)).replicate(writes, REPLICA_TIMEOUT))
+        send = asyncio.ensure_future(self.peers.get(self.view.address_of(node)).replicate(
+            batches, revision, REPLICA_TIMEOUT))
         down: asyncio.Future[None] | None = None
         try:
             # The usual case answers well within this; only a slow one watches liveness.
@@ -167,9 +170,16 @@ class Replicator:
                 down = asyncio.ensure_future(
                     self.view.wait_for(lambda v: node not in v.live, REPLICA_TIMEOUT + 1.0))
                 await asyncio.wait({send, down}, return_when=asyncio.FIRST_COMPLETED)
+                if not send.done() and (down.cancelled() or down.exception() is not None):
+                    await asyncio.wait({send})  # the watch ended without news: keep waiting
             if send.done():
+                # Never cancelled by us before here; if anything else did, that is no
+                # reason to end the commit loop that awaits this: count it as no answer.
+                if send.cancelled():
+                    why = f"replication to {node} was cancelled"
+                    return [ReplicaAck(AckStatus.UNREACHABLE, why)] * len(batches)
                 return send.result()
-            return [f"replica {node} is down"] * len(writes)
+            return [ReplicaAck(AckStatus.UNREACHABLE, f"replica {node} is down")] * len(batches)
         finally:
             tasks = [t for t in (send, down) if t is not None]
             for task in tasks:
@@ -209,20 +219,23 @@ class ReplicaSink:
         self.refused = 0
         self.repaired = 0
 
-    async def apply(self, sender: str, writes: list[pb.ReplicaWrite]) -> list[pb.ReplicaAck]:
-        """Apply one envelope of a home's writes (one disk write for all of them)."""
+    async def apply(self, sender: str, writes: list[pb.ReplicaWrite]) -> list[ReplicaAck]:
+        """Apply one envelope of a home's writes (one disk write for all of them);
+        returns the ack of each, in order."""
         revision = max(w.revision for w in writes)
         if revision > self.view.revision:
             try:
                 await self.view.wait_for(lambda v: v.revision >= revision, 3.0)
             except TimeoutError:
                 pass
-        errors = [""] * len(writes)
+        acks = [ACK_OK] * len(writes)
         taken: list[tuple[int, Batch]] = []
         for i, w in enumerate(writes):
-            errors[i] = self._refusal(sender, w)
-            if not errors[i]:
-                taken.append((i, _from_pb(w)))
+            why_not = self._refusal(sender, w)
+            if why_not:
+                acks[i] = ReplicaAck(AckStatus.REFUSED, why_not)
+            else:
+                taken.append((i, wire.batch_from_pb(w)))
         committer = self.runtime.committer
         store = self.runtime.store
         try:
@@ -231,7 +244,8 @@ class ReplicaSink:
         except Exception as exc:
             applied = [True] * len(taken)
             for i, _ in taken:
-                errors[i] = f"replica write failed: {type(exc).__name__}: {exc}"
+                acks[i] = ReplicaAck(AckStatus.FAILED,
+                                     f"replica write failed: {type(exc).__name__}: {exc}")
         # This copy missed or diverged from the home's writes: take each such object
         # whole from the home, then apply its batches again.
         behind = [(i, b) for (i, b), ok in zip(taken, applied, strict=True) if not ok]
@@ -249,11 +263,11 @@ class ReplicaSink:
                 why = "still behind the home after taking the object whole"
             for (i, _), ok in zip(mine, again, strict=True):
                 if not ok:
-                    errors[i] = why
-        failed = sum(1 for e in errors if e)
-        self.refused += failed
-        self.applied += len(writes) - failed
-        return [pb.ReplicaAck(seq=w.seq, error=e) for w, e in zip(writes, errors, strict=True)]
+                    acks[i] = ReplicaAck(AckStatus.FAILED, why)
+        not_taken = sum(1 for a in acks if not a.ok)
+        self.refused += not_taken
+        self.applied += len(writes) - not_taken
+        return acks
 
     def _refusal(self, sender: str, w: pb.ReplicaWrite) -> str:
         """Why this node does not take the write now ("" if it does)."""

@@ -37,13 +37,13 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
 from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from abode.cluster.errors import CommitUncertain, Unavailable
+from abode.cluster.replica import Batch
 from abode.cluster.supervisor import Tasks
 
 log = logging.getLogger(__name__)
@@ -105,27 +105,6 @@ class StoreClosing(RuntimeError):
 
 class StoreLocked(RuntimeError):
     """Another process holds the data directory."""
-
-
-@dataclass(slots=True)
-class Batch:
-    """Writes of one event (or activation) of one object: applied atomically."""
-
-    object_id: bytes = b""
-    version: int = 0
-    namespace: str = ""
-    puts: list[tuple[bytes, bytes]] = field(default_factory=list)
-    deletes: list[bytes] = field(default_factory=list)
-    index_puts: list[tuple[bytes, bytes]] = field(default_factory=list)
-    index_deletes: list[bytes] = field(default_factory=list)
-    base: int = 0  # the object's version before this batch
-
-    def __bool__(self) -> bool:
-        return bool(self.puts or self.deletes or self.index_puts or self.index_deletes)
-
-    @property
-    def size(self) -> int:
-        return sum(len(k) + len(v) for k, v in self.puts) + sum(len(k) for k in self.deletes)
 
 
 class Store:

@@ -9,12 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from abode.cluster import codec
+from abode.cluster.outbox import MAX_ITEM_BYTES
 from abode.cluster.sockets import NORMAL, Frame, FrameKind
 
 if TYPE_CHECKING:
     from abode.node._sockets import SocketInfo, SocketRegistry
 
 MAX_ATTACHMENT_BYTES = 16 * 1024
+MAX_SEND_BYTES = MAX_ITEM_BYTES - 64 * 1024  # the frame's own fields ride along
 
 
 class WebSocket:
@@ -52,6 +54,8 @@ class WebSocket:
         if self._info.closed:
             return
         data = message if isinstance(message, str) else bytes(message)
+        if len(data) > MAX_SEND_BYTES // 4 and len(data.encode() if isinstance(data, str) else data) > MAX_SEND_BYTES:
+            raise ValueError(f"a WebSocket message is at most {MAX_SEND_BYTES} bytes")
         self._registry.emit(self._info, Frame(
             self._info.socket_id, self._info.namespace, self._info.object_id,
             FrameKind.MESSAGE, data,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 
-from abode.cluster.errors import Unavailable
+from abode.cluster.errors import Overloaded, Unavailable
 from abode.cluster.sockets import (
     ABNORMAL,
     GOING_AWAY,
@@ -30,6 +30,7 @@ from abode.router._transport import RouterTransport
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1024 * 1024
+TRY_AGAIN_LATER = 1013
 # A client's frames wait (in order) at most this long for its object's next home
 # after the stream to the old one broke, or while no node can serve the object.
 HOLD_SECONDS = 15.0
@@ -115,6 +116,8 @@ class SocketHub:
     def _to_node(self, cs: ClientSocket, kind: FrameKind, data: str | bytes | None = None, *,
                  code: int = 0, reason: str = "", clean: bool = True) -> None:
         assert cs.owner is not None
+        if cs.closed_by_server:
+            return  # the node ended this socket; it takes nothing more from it
         frame = Frame(cs.socket_id, cs.owner.namespace, cs.owner.object_id, kind, data,
                       code, reason, clean)
         if cs.held or not self._send(cs, frame):
@@ -135,7 +138,19 @@ class SocketHub:
         if cs.lost_at and address == cs.node and time.monotonic() - cs.lost_at < HOLD_SECONDS:
             return False
         cs.lost_at = 0.0
-        cs.node = self._transport.send_frame(frame)
+        try:
+            cs.node = self._transport.send_frame(frame)
+        except Overloaded as exc:
+            # The stream to the node is not draining: end this socket rather than hold
+            # its frames without bound. The node hears the close (closes always go).
+            log.warning("socket %s: %s; closing it", cs.socket_id, exc)
+            assert cs.owner is not None
+            self._transport.send_frame(Frame(
+                cs.socket_id, cs.owner.namespace, cs.owner.object_id, FrameKind.CLOSE, None,
+                TRY_AGAIN_LATER, "overloaded", False))
+            if cs.ws is not None:
+                self._server_close(cs, TRY_AGAIN_LATER, "overloaded")
+            cs.closed_by_server = True
         return True
 
     async def _resend(self) -> None:

@@ -126,20 +126,52 @@ Global___ReplicaWrite: _TypeAlias = ReplicaWrite  # noqa: Y015
 class ReplicaAck(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    class _Status:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[ReplicaAck._Status.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STATUS_UNSPECIFIED: ReplicaAck._Status.ValueType  # 0
+        """Never sent; read as FAILED (the replica did not say it took the write)."""
+        OK: ReplicaAck._Status.ValueType  # 1
+        """The write is durable on the replica."""
+        REFUSED: ReplicaAck._Status.ValueType  # 2
+        """The replica did not take the write and left its copy as it was (not the
+        object's home in its view, the object active there): ask again later.
+        """
+        FAILED: ReplicaAck._Status.ValueType  # 3
+        """Trying to take it failed (disk error, repair from the home failed)."""
+
+    class Status(_Status, metaclass=_StatusEnumTypeWrapper): ...
+    STATUS_UNSPECIFIED: ReplicaAck.Status.ValueType  # 0
+    """Never sent; read as FAILED (the replica did not say it took the write)."""
+    OK: ReplicaAck.Status.ValueType  # 1
+    """The write is durable on the replica."""
+    REFUSED: ReplicaAck.Status.ValueType  # 2
+    """The replica did not take the write and left its copy as it was (not the
+    object's home in its view, the object active there): ask again later.
+    """
+    FAILED: ReplicaAck.Status.ValueType  # 3
+    """Trying to take it failed (disk error, repair from the home failed)."""
+
     SEQ_FIELD_NUMBER: _builtins.int
-    ERROR_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
-    error: _builtins.str
-    """Empty when the write is durable on the replica; else why it was refused."""
+    message: _builtins.str
+    """Why, when not OK."""
+    status: Global___ReplicaAck.Status.ValueType
     def __init__(
         self,
         *,
         seq: _builtins.int = ...,
-        error: _builtins.str = ...,
+        message: _builtins.str = ...,
+        status: Global___ReplicaAck.Status.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "seq", b"seq", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
