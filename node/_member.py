@@ -84,7 +84,7 @@ class ClusterNode:
         self.ownership = RingOwnership(self.node_id, view, self._fresh)
         self.handoff = Handoff(runtime, view, self.ownership)
         self.replicator = Replicator(self.node_id, view, self.server.peers)
-        self.catchup = Catchup(self.node_id, view, runtime, self._publish_live)
+        self.catchup = Catchup(self.node_id, view, runtime, self._publish_live, self.ownership)
         runtime.owns = self.ownership.owns
         runtime.refusal = self._refusal
         runtime.store.term = lambda: view.revision  # versions outrank older homes'
@@ -92,7 +92,8 @@ class ClusterNode:
         runtime.committer.replicate = self.replicator.replicate
         assert self.server.service is not None
         self.server.service.handoff = self.handoff
-        self.server.service.replicas = ReplicaSink(self.node_id, view, runtime, self.server.peers)
+        self.server.service.replicas = ReplicaSink(self.node_id, view, runtime, self.server.peers,
+                                                   self.ownership)
         catchup = self.catchup
         self.server.service.waiting = lambda: catchup.waiting
         self.server.dispatcher.ownership = self.ownership
