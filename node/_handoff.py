@@ -193,7 +193,9 @@ class Handoff:
             await self.runtime.committer.run_exclusive(lambda: None)
         else:
             await self._wait_own_pulls(ranges)
-            await self._quiesce(ranges)
+            # Only what moved away: with replicas this node may stay home of objects
+            # in the ranges until the puller has caught up (and then fences it).
+            await self._quiesce(ranges, lambda oid: not self.ownership.owns(oid))
             # From here on the puller has the ranges: a late commit here would be lost.
             self.ownership.releasing.discard(ranges)
             self.ownership.handed_over(request.node_id, ranges)
