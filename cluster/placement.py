@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from abode.cluster.errors import Unavailable
 from abode.cluster.ids import ring_position
 
 if TYPE_CHECKING:
-    from abode.cluster.membership import MembershipView
+    from abode.cluster.membership import LiveNode, MembershipView
 
 
 class Placement(Protocol):
@@ -39,14 +40,19 @@ def home_of(view: MembershipView, object_id: bytes) -> tuple[str | None, list[st
     if not ring.members:
         return None, []
     prefs = ring.preference_list(ring_position(object_id), view.replicas)
+    return pick_home(prefs, view.live_nodes), prefs
+
+
+def pick_home(prefs: list[str], live_nodes: Mapping[str, LiveNode]) -> str | None:
+    """The home among a preference list, given the live keys (see ``home_of``)."""
     for node_id in prefs:
-        live = view.live_nodes.get(node_id)
+        live = live_nodes.get(node_id)
         if live is None:
             continue
         if live.waiting and not live.waiting.isdisjoint(prefs):
             continue
-        return node_id, prefs
-    return None, prefs
+        return node_id
+    return None
 
 
 def unavailable(prefs: list[str]) -> Unavailable:

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import msgpack
@@ -179,15 +179,26 @@ class Handoff:
         if not await self.ownership.caught_up(request.revision, 10.0):
             raise RuntimeError(f"cannot reach membership revision {request.revision}")
         if request.sync:
-            # A replica catching up. This node now sees it live, so every group commit
-            # from here on replicates to it; the barrier lets a group that started
-            # before reach the disk, so the scan below holds it.
+            # A replica catching up, or fencing this node once it is home again. What
+            # this node admitted for objects now homed there finishes first (its
+            # writes replicate to the puller); from then on none of them commits here.
+            def moving(oid: bytes) -> bool:
+                return self.ownership.owner_of(oid) == request.node_id
+
+            await self._quiesce(ranges, moving)
+            self.ownership.handed_over(request.node_id, ranges)
+            # This node now sees the puller live, so every group commit from here on
+            # replicates to it; the barrier lets a group that started before reach
+            # the disk, so the scan below holds it.
             await self.runtime.committer.run_exclusive(lambda: None)
         else:
             await self._wait_own_pulls(ranges)
-            await self._quiesce(ranges)
+            # Only what moved away: with replicas this node may stay home of objects
+            # in the ranges until the puller has caught up (and then fences it).
+            await self._quiesce(ranges, lambda oid: not self.ownership.owns(oid))
             # From here on the puller has the ranges: a late commit here would be lost.
             self.ownership.releasing.discard(ranges)
+            self.ownership.handed_over(request.node_id, ranges)
         batch: list[pb.KeyValue] = []
         for start, end in ranges:
             for key, value in self.store.scan_positions(start, end):
@@ -229,13 +240,19 @@ class Handoff:
                 raise RuntimeError("ranges still arriving at this node; retry later")
             await pending.wait_changed(1.0)
 
-    async def _quiesce(self, ranges: Ranges, timeout: float = 10.0) -> None:
-        """Let objects in the ranges finish what they started, then evict them.
+    async def _quiesce(
+        self, ranges: Ranges, which: Callable[[bytes], bool] | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        """Let objects in the ranges (those ``which`` picks) finish what they started,
+        then evict them.
 
         An object still busy after `timeout` fails the pull (the puller retries):
         evicting it would leave its running event beside the new home's instance.
         """
         def in_ranges(oid: bytes) -> bool:
+            if which is not None and not which(oid):
+                return False
             p = ring_position(oid)
             return any(s <= p < (e or KEYSPACE) for s, e in ranges)
 

@@ -76,8 +76,8 @@ class ClusterNode:
                                  storage_state=self._storage_state)
         runtime = self.server.runtime
         self.handoff = Handoff(runtime, view, self.ownership)
-        self.catchup = Catchup(node_id, view, runtime, self._publish_live)
-        self.replicas = ReplicaSink(node_id, view, runtime, peers)
+        self.catchup = Catchup(node_id, view, runtime, self._publish_live, self.ownership)
+        self.replicas = ReplicaSink(node_id, view, runtime, peers, self.ownership)
         self._started_ms = int(time.time() * 1000)
         self._supervisor: asyncio.Task[None] | None = None
         self._unsubscribe: list[Callable[[], None]] = []

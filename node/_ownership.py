@@ -5,6 +5,13 @@ from the ring at the node's current membership revision: the owner executes if i
 lease is fresh (self-fencing) and the object's range is not still being pulled in
 a handoff; anyone else forwards to a live owner; a dead owner means 503 (with one
 replica there is no other copy to serve from).
+
+A planned change of home is an epoch change with two sides. The new home runs an
+object only once it has fenced the previous home (a pull that makes it catch up to
+the new revision and finish what it started); until then calls wait, and the writes
+the previous home still commits are taken as a replica's. The previous home lets
+the events it admitted finish and commit until that fence arrives: nothing that ran
+under its epoch fails because the home moved.
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ import enum
 from collections.abc import Callable, Iterable
 
 from abode.cluster.ids import ring_position
-from abode.cluster.membership import MembershipView
-from abode.cluster.placement import home_of, unavailable
+from abode.cluster.membership import LiveNode, MembershipView
+from abode.cluster.placement import home_of, pick_home, unavailable
+from abode.cluster.ring import KEYSPACE, Ring
 
 
 class Decision(enum.Enum):
@@ -155,6 +163,16 @@ class RingOwnership(Ownership):
         # yet: this node still holds their only copy, so events it admitted before the
         # change may finish and commit. Serving the pull takes them out (after quiesce).
         self.releasing = PositionSet()
+        # Peers that may still be finishing events of objects this node is now home
+        # for (it caught up from them but has not fenced them since): those objects
+        # wait here, and their writes from such a peer are taken as a replica's.
+        self.unfenced: set[str] = set()
+        # Where this node stopped being home while live, by the node now home there:
+        # events it admitted may still commit until that node's fence reaches it.
+        self._moved_away: dict[str, PositionSet] = {}
+        self._seen: tuple[Ring, dict[str, LiveNode]] = (view.ring, dict(view.live_nodes))
+        self._changed = asyncio.Event()
+        view.add_listener(self._on_view)
 
     @property
     def revision(self) -> int:
@@ -173,14 +191,74 @@ class RingOwnership(Ownership):
         if owner == self.node_id:
             if not self._lease_fresh():
                 return Decision.REFUSE, f"node {self.node_id} is fenced (its lease is not fresh)"
-            if len(self.pending) and self.pending.contains(ring_position(object_id)):
+            if self._arriving(object_id, prefs):
                 return Decision.WAIT, "object is moving to this node"
             return Decision.LOCAL, ""
         return Decision.FORWARD, self.view.address_of(owner)
 
+    def _arriving(self, object_id: bytes, prefs: list[str]) -> bool:
+        """Whether this node, home of the object, may not run it yet: its range is
+        still being pulled, or a previous home in its list is not fenced yet."""
+        if len(self.pending) and self.pending.contains(ring_position(object_id)):
+            return True
+        live = self.view.live
+        return any(p in self.unfenced and p in live for p in prefs if p != self.node_id)
+
     def releasing_object(self, object_id: bytes) -> bool:
-        """Whether the object moved away but this node still holds it (not yet pulled)."""
-        return len(self.releasing) > 0 and self.releasing.contains(ring_position(object_id))
+        """Whether the object moved away but this node still finishes what it admitted
+        (its new home has not pulled or fenced it yet)."""
+        position = ring_position(object_id)
+        if len(self.releasing) and self.releasing.contains(position):
+            return True
+        return any(spans.contains(position) for spans in self._moved_away.values())
+
+    def finishing_elsewhere(self, sender: str, object_id: bytes) -> bool:
+        """Whether ``sender`` may still be finishing events of an object this node is
+        home for but does not run yet (it has not fenced ``sender`` for it)."""
+        if sender in self.unfenced:
+            return True
+        return len(self.pending) > 0 and self.pending.contains(ring_position(object_id))
+
+    def fenced_peer(self, peer: str) -> None:
+        """``peer`` finished every event of objects this node is now home for."""
+        self.unfenced.discard(peer)
+        self._wake()
+
+    def handed_over(self, node: str, ranges: Iterable[tuple[int, int]]) -> None:
+        """``node`` fenced this node for ``ranges``: nothing of them commits here now."""
+        spans = self._moved_away.get(node)
+        if spans is not None:
+            spans.discard(ranges)
+            if not len(spans):
+                del self._moved_away[node]
+
+    def _on_view(self, view: MembershipView) -> None:
+        ring, live = view.ring, dict(view.live_nodes)
+        old_ring, old_live = self._seen
+        self._seen = (ring, live)
+        self._wake()
+        for node in [n for n in self._moved_away if n not in live]:
+            # A node that is gone fences nothing; nothing of it waits on this one.
+            del self._moved_away[node]
+        if (old_ring is ring and old_live == live) or not old_ring.members or not ring.members:
+            return
+        n = view.replicas
+        # Cut at both rings' boundaries, so each piece has one list in each ring.
+        cuts = sorted({s for s, _ in old_ring.arcs()} | {s for s, _ in ring.arcs()})
+        moved: dict[str, list[tuple[int, int]]] = {}
+        for start, end in zip(cuts, [*cuts[1:], KEYSPACE], strict=True):
+            before = old_ring.preference_list(start, n)
+            if self.node_id not in before or pick_home(before, old_live) != self.node_id:
+                continue
+            now = pick_home(ring.preference_list(start, n), live)
+            if now is not None and now != self.node_id:
+                moved.setdefault(now, []).append((start, end))
+        for node, ranges in moved.items():
+            self._moved_away.setdefault(node, PositionSet()).add(ranges)
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def fenced(self) -> str | None:
         if not self._lease_fresh():
@@ -195,11 +273,22 @@ class RingOwnership(Ownership):
         return True
 
     async def ready(self, object_id: bytes, timeout: float) -> bool:
-        position = ring_position(object_id)
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self.pending.contains(position):
-            remaining = deadline - asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            owner, prefs = home_of(self.view, object_id)
+            if owner != self.node_id or not self._arriving(object_id, prefs):
+                return True
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            await self.pending.wait_changed(remaining)
-        return True
+            # Any of a pull's end, a fence or a membership change may let it run.
+            waits = [asyncio.ensure_future(self.pending.wait_changed(remaining)),
+                     asyncio.ensure_future(self._changed.wait())]
+            try:
+                await asyncio.wait(waits, timeout=remaining,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)

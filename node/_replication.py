@@ -9,18 +9,26 @@ by about a lease TTL rather than failing them. A batch still not taken when this
 node stops being the object's home, or after RETRY_SECONDS, fails as
 ``CommitUncertain`` (502): it is durable here and may outlive the failure.
 
-Replica side (``ReplicaSink``): a write is taken only from the node that is the
-object's home in the replica's own view (caught up to the sender's revision), so a
-superseded home can never make a write durable. An envelope's batches apply in
-order, with one disk write, each on top of its base version; a copy that is not at
-the base (it missed writes, or holds writes of an old home no one else took) takes
-the whole object from the home first. Versions carry the writer's membership
+Replica side (``ReplicaSink``): a write is taken from the node that is the object's
+home in the replica's own view (caught up to the sender's revision). While a home
+moves, the previous home may still commit what it admitted: the new home takes
+those writes until it has fenced the sender (it runs the object only after that),
+and another replica takes them only on top of exactly the copy it holds. Either
+way a superseded home cannot make a write durable once the new home wrote: the new
+home refuses it, and its versions outrank it everywhere. An envelope's batches
+apply in order, with one disk write, each on top of its base version; a copy that
+is not at the base (it missed writes, or holds writes of an old home no one else
+took) takes the whole object from the home first. Versions carry the writer's membership
 revision (node._store), so a new home's writes outrank anything an old one wrote.
 
 Catch-up (``Catchup``): a node whose lease is new may have missed writes, so it
 announces the peers it still waits on (in its live key) and may not be home for any
 object whose preference list includes one of them until it has pulled, from that
-peer, every object it keeps a copy of. Versions decide which copy is newer.
+peer, every object it keeps a copy of. Versions decide which copy is newer. Once it
+waits on no one it is home again where it comes first, but it runs those objects
+only after fencing each peer (a pull at the revision where it stopped waiting: the
+peer forwards from then on and finishes what it admitted before answering); until
+then their calls wait, and the peers' last writes are taken (``ReplicaSink``).
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from abode.cluster.ring import Ring
 from abode.cluster.rpc.v1 import node_pb2 as pb
 from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
 from abode.node._dispatch import PeerPool
+from abode.node._ownership import RingOwnership
 from abode.node._runtime import Runtime
 from abode.node._store import Batch
 
@@ -210,11 +219,12 @@ class Replicator:
 
 class ReplicaSink:
     def __init__(self, node_id: str, view: MembershipView, runtime: Runtime,
-                 peers: PeerPool) -> None:
+                 peers: PeerPool, ownership: RingOwnership) -> None:
         self.node_id = node_id
         self.view = view
         self.runtime = runtime
         self.peers = peers
+        self.ownership = ownership
         self.applied = 0
         self.refused = 0
         self.repaired = 0
@@ -230,12 +240,18 @@ class ReplicaSink:
                 pass
         acks = [ACK_OK] * len(writes)
         taken: list[tuple[int, Batch]] = []
+        # Objects whose write came from a node that is not their home here, nor one
+        # this node (their home) still waits to fence: such a write is taken only on
+        # top of the copy held, never by replacing the copy with the sender's.
+        tentative: set[bytes] = set()
         for i, w in enumerate(writes):
-            why_not = self._refusal(sender, w)
+            why_not, only_on_top = self._refusal(sender, w)
             if why_not:
                 acks[i] = ReplicaAck(AckStatus.REFUSED, why_not)
             else:
                 taken.append((i, wire.batch_from_pb(w)))
+                if only_on_top:
+                    tentative.add(w.object_id)
         committer = self.runtime.committer
         store = self.runtime.store
         try:
@@ -251,6 +267,13 @@ class ReplicaSink:
         behind = [(i, b) for (i, b), ok in zip(taken, applied, strict=True) if not ok]
         for oid in dict.fromkeys(b.object_id for _, b in behind):
             mine = [(i, b) for i, b in behind if b.object_id == oid]
+            if oid in tentative and store.object_version(oid):
+                for i, _ in mine:
+                    acks[i] = ReplicaAck(AckStatus.REFUSED, (
+                        f"{sender} is not the object's home at revision "
+                        f"{self.view.revision} of {self.node_id}, and this copy "
+                        "is not at the write's base version"))
+                continue
             try:
                 items = await self._fetch(sender, oid)
                 await committer.run_exclusive(store.replace_object, oid, items)
@@ -269,20 +292,34 @@ class ReplicaSink:
         self.applied += len(writes) - not_taken
         return acks
 
-    def _refusal(self, sender: str, w: pb.ReplicaWrite) -> str:
-        """Why this node does not take the write now ("" if it does)."""
+    def _refusal(self, sender: str, w: pb.ReplicaWrite) -> tuple[str, bool]:
+        """Why this node does not take the write now ("" if it does), and whether it
+        takes it only on top of the copy it holds."""
         home, _ = home_of(self.view, w.object_id)
+        only_on_top = False
         if home != sender:
-            return (f"{sender} is not the object's home at revision {self.view.revision} "
-                    f"of {self.node_id} (home: {home})")
+            if home == self.node_id:
+                # This node is home but does not run the object before it has fenced
+                # the sender: what the sender admitted before commits here first.
+                refused = not self.ownership.finishing_elsewhere(sender, w.object_id)
+            else:
+                # The sender may be a previous home finishing what it admitted (this
+                # node may see the move before the sender does, or than the new home
+                # fences it). Its write is taken only on top of this copy: once the
+                # new home wrote, the versions no longer line up.
+                refused = sender not in self.view.members
+                only_on_top = True
+            if refused:
+                return (f"{sender} is not the object's home at revision {self.view.revision} "
+                        f"of {self.node_id} (home: {home})"), False
         host = self.runtime.hosts.get(w.object_id)
         if host is not None:
             if not host.idle:
-                return "the object is active on the replica"
+                return "the object is active on the replica", False
             self.runtime.evict(w.object_id)  # its cache would be stale
         # So would what this node knew of its sockets (from a stint as its home).
         self.runtime.sockets.forget_object(w.object_id)
-        return ""
+        return "", only_on_top
 
     async def _fetch(self, node: str, object_id: bytes) -> list[tuple[bytes, bytes]]:
         address = self.view.address_of(node)
@@ -303,15 +340,19 @@ class Catchup:
         view: MembershipView,
         runtime: Runtime,
         publish: Callable[[frozenset[str]], Awaitable[int]],
+        ownership: RingOwnership,
     ) -> None:
         self.node_id = node_id
         self.view = view
         self.runtime = runtime
         self._publish_fn = publish
+        # Peers waited on are fenced once this node waits on no one (see ``_fence``).
+        self.ownership = ownership
+        self._fencing: asyncio.Task[None] | None = None
         # One publish at a time, each of the latest state: two in flight could land in
         # etcd out of order and leave a stale waiting list there for good.
         self._publishing = asyncio.Lock()
-        self._publishers: set[asyncio.Task[None]] = set()
+        self._publishers: set[asyncio.Task[int]] = set()
         self.waiting: set[str] = set()
         self._ring: Ring | None = None
         # Pulls ask peers to catch up at least to the revision of this node's live key
@@ -330,8 +371,13 @@ class Catchup:
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
+        if self._fencing is not None:
+            self._fencing.cancel()
+            self._fencing = None
         self._min_revision = None
         self.waiting = set(waiting)
+        self.ownership.unfenced.clear()
+        self.ownership.unfenced.update(waiting)
         self._ring = self.view.ring
 
     def start(self, live_revision: int) -> None:
@@ -342,6 +388,7 @@ class Catchup:
     def _wait_on(self, peers: Iterable[str]) -> None:
         for peer in peers:
             self.waiting.add(peer)
+            self.ownership.unfenced.add(peer)
             if peer not in self._tasks and self._min_revision is not None:
                 self._tasks[peer] = asyncio.get_running_loop().create_task(self._sync(peer))
 
@@ -355,6 +402,8 @@ class Catchup:
                 if task is not None:
                     task.cancel()
             changed = True
+        for p in [p for p in self.ownership.unfenced if p not in view.members]:
+            self.ownership.fenced_peer(p)
         old, new = self._ring, view.ring
         if old is not None and new is not old and view.replicas > 1:
             self._ring = new
@@ -394,16 +443,18 @@ class Catchup:
         async with self._publishing:
             return await self._publish_fn(frozenset(self.waiting))
 
-    async def _publish(self) -> None:
+    async def _publish(self) -> int:
         try:
-            await self.publish()
+            return await self.publish()
         except Exception as exc:
             log.warning("cannot publish catch-up progress: %r", exc)
+            return 0
 
     async def _sync(self, peer: str) -> None:
         async def attempt() -> int:
             await self.view.wait_for(lambda v: peer in v.live, timeout=30.0)
-            return await self._pull(peer)
+            ranges = self.view.ring.replica_ranges(self.node_id, self.view.replicas)
+            return await self._pull(peer, ranges, self._min_revision or 0)
 
         count = await until_done(attempt, what=f"catch-up from {peer}", log=log,
                                  level=logging.INFO)
@@ -412,15 +463,44 @@ class Catchup:
         self._tasks.pop(peer, None)
         log.info("caught up from %s (%d keys); still waiting on %s", peer, count,
                  sorted(self.waiting) or "none")
-        await self._publish()
+        revision = await self._publish()
+        if not self.waiting and self._fencing is None:
+            self._fencing = asyncio.get_running_loop().create_task(self._fence(revision))
 
-    async def _pull(self, peer: str) -> int:
-        ring = self.view.ring
-        ranges = ring.replica_ranges(self.node_id, self.view.replicas)
+    async def _fence(self, revision: int) -> None:
+        """Fence every peer waited on, at the revision where this node stopped waiting.
+
+        Only from there on is this node home where it comes first; a peer that was
+        home meanwhile learns it from the pull (it catches up to ``revision`` first),
+        lets the events it admitted finish (their writes reach this node as a
+        replica's), and only then answers. Fenced earlier, one peer at a time, a peer
+        could still be home for objects that need a later peer's catch-up too.
+        """
+        async def fence(peer: str) -> None:
+            async def attempt() -> int:
+                view = self.view
+                if peer not in view.live or peer not in view.members:
+                    return 0  # a node that is not live runs nothing
+                ranges = view.ring.ranges_of(self.node_id)
+                return await self._pull(peer, ranges, max(revision, view.revision))
+
+            count = await until_done(attempt, what=f"fencing {peer}", log=log,
+                                     level=logging.INFO)
+            self.ownership.fenced_peer(peer)
+            log.info("fenced %s at revision %d (%d keys)", peer, revision, count)
+
+        try:
+            # Peers added meanwhile (a membership change) are fenced once caught up.
+            while todo := self.ownership.unfenced - self.waiting:
+                await asyncio.gather(*(fence(p) for p in sorted(todo)))
+        finally:
+            self._fencing = None
+
+    async def _pull(self, peer: str, ranges: list[tuple[int, int]], revision: int) -> int:
         if not ranges:
             return 0
         request = pb.PullRequest(
-            node_id=self.node_id, revision=max(self.view.revision, self._min_revision or 0),
+            node_id=self.node_id, revision=max(self.view.revision, revision),
             sync=True,
             ranges=[pb.Range(start=s, end=e % KEYSPACE) for s, e in ranges],
         )
@@ -440,7 +520,8 @@ class Catchup:
         return count
 
     async def stop(self) -> None:
-        tasks = [*self._tasks.values(), *self._publishers]
+        tasks = [*self._tasks.values(), *self._publishers,
+                 *([self._fencing] if self._fencing is not None else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
