@@ -36,6 +36,7 @@ import msgpack
 from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from abode.cluster.errors import CommitUncertain
+from abode.cluster.lockfile import describe_process, lock_holder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -289,9 +290,12 @@ def _open_with_retry(path: str, opts: Options, timeout: float) -> Rdict:
         except Exception as exc:
             if "lock" not in str(exc).lower():
                 raise
-            if time.monotonic() > deadline:
+            # A lock another process holds is held by a live process: say which, now.
+            holder = lock_holder(f"{path}/LOCK") if "current process" not in str(exc) else None
+            if holder is not None or time.monotonic() > deadline:
                 raise StoreLocked(
-                    f"data directory {path} is locked by another process: {exc}"
+                    f"data directory {path} is in use by "
+                    + (describe_process(holder) if holder else f"another process: {exc}")
                 ) from None
             time.sleep(0.1)
 
