@@ -56,7 +56,8 @@ class _Help(argparse.RawDescriptionHelpFormatter):
         notes = []
         if action.required or (not action.option_strings and action.nargs is None):
             notes.append("required")
-        elif action.option_strings and not isinstance(action, argparse._StoreTrueAction):
+        elif action.option_strings and not isinstance(
+                action, argparse._StoreTrueAction | argparse._StoreFalseAction):
             default = "none" if action.default is None else repr(action.default).strip("'")
             notes.append(f"default: {default}".replace("%", "%%"))
         if (var := env_name(action)) is not None:
@@ -66,7 +67,7 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 
 def env_name(action: argparse.Action) -> str | None:
     """The ``ABODE_*`` variable of a flag (and of the APP argument); None for others."""
-    if action.dest in ("help", "version", "command", "node_id"):
+    if action.dest in ("help", "version", "command", "node_id", "dir"):
         return None
     if not action.option_strings and action.dest != "app":
         return None
@@ -101,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_flags(dev)
     dev.add_argument("--max-body", type=int, default=32 * MIB,
                      help="request body limit, bytes (past it: 413)")
+    dev.add_argument("--no-reload", dest="reload", action="store_false",
+                     help="serve the app as loaded at start, without watching its files "
+                     "(ABODE_RELOAD=0 does the same)")
     _ready_flag(dev)
 
     up = command("up", "a local cluster: etcd, nodes and routers on loopback")
@@ -165,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="memory billed per active object, for GB-s (Cloudflare: 128)")
     usage.add_argument("--json", action="store_true", help="machine-readable output")
 
+    init = command("init", "write a starter project: an app, its tests, a pyproject, a README")
+    init.add_argument("dir", metavar="DIR", help="the new project's folder (new or empty)")
+
     remove = command("remove", "decommission a node: hand off its data, then drop it")
     remove.add_argument("node_id", metavar="NODE", help="id of the node to remove")
     _find_flags(remove)
@@ -228,7 +235,7 @@ def apply_environment(parser: argparse.ArgumentParser, argv: Sequence[str],
                 continue
             raw = environ[key]
             try:
-                if isinstance(action, argparse._StoreTrueAction):
+                if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
                     action.default = raw.strip().lower() in ("1", "true", "yes", "on")
                 else:
                     action.default = action.type(raw) if callable(action.type) else raw
@@ -266,11 +273,17 @@ async def _serve(args: argparse.Namespace) -> int:
     if command == "dev":
         from abode.cluster.cli.dev import DevConfig, run_dev
 
-        await run_dev(DevConfig(
+        dev = DevConfig(
             app=args.app, port=args.port, host=args.host, data=args.data,
             runtime=_runtime_config(args), max_body=args.max_body, ready_file=args.ready_file,
             metrics_port=args.metrics_port, storage_scan_interval=args.storage_scan_interval,
-        ), stop)
+        )
+        if args.reload:
+            from abode.cluster.cli.reload import run_reloading
+
+            await run_reloading(dev, stop, run_dev)
+        else:
+            await run_dev(dev, stop)
     elif command == "up":
         from abode.cluster.cli.up import UpConfig, run_up
 
@@ -333,15 +346,32 @@ def _configure_logging(args: argparse.Namespace) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
     )
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # abode dev says what changed
     if args.command == "router" and level != "DEBUG":
         # A line per request suits `abode dev`; a production router shows them at DEBUG.
         logging.getLogger("abode.access").setLevel(logging.WARNING)
+
+
+def _init(folder: str) -> int:
+    from abode.cluster.cli.init import InitError, init_project, module_name
+
+    try:
+        files = init_project(folder)
+    except (InitError, OSError) as exc:
+        print(f"abode: {exc}", file=sys.stderr)
+        return 1
+    print(f"abode init: wrote {', '.join(f.name for f in files)} in {folder}\n\n"
+          f"  cd {folder}\n  abode dev {module_name(folder)}.py    # serve it; reloads on save\n"
+          "  python -m pytest           # its tests (pip install pytest)")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = apply_environment(parser, argv, dict(os.environ))
+    if args.command == "init":
+        return _init(args.dir)
     _configure_logging(args)
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

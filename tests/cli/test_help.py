@@ -29,13 +29,14 @@ def test_every_flag_says_what_it_does_its_default_and_its_variable(command: str)
             continue
         assert action.help, f"abode {command} {action.option_strings or action.dest}: no help"
         var = env_name(action)
-        if action.dest == "node_id":
-            assert var is None  # NODE of remove: no variable
+        if action.dest in ("node_id", "dir"):
+            assert var is None  # NODE of remove, DIR of init: no variable
+            assert "(required)" in text
             continue
         assert var is not None and f"env {var})" in text, (command, action.dest)
         if action.required or not action.option_strings:
             assert f"(required; env {var})" in text, (command, action.dest)
-        elif not isinstance(action, argparse._StoreTrueAction):
+        elif not isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
             shown = "none" if action.default is None else str(action.default)
             assert f"(default: {shown}; env {var})" in text, (command, action.dest)
 
