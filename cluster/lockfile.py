@@ -19,7 +19,7 @@ import sys
 # struct flock on Linux (64-bit off_t): l_type, l_whence, l_start, l_len, l_pid.
 _FLOCK = "hhqqi4x"
 
-__all__ = ["describe_process", "lock_holder", "try_lock"]
+__all__ = ["describe_process", "is_locked", "lock_holder", "try_lock"]
 
 
 def lock_holder(path: str) -> int | None:
@@ -43,6 +43,17 @@ def lock_holder(path: str) -> int | None:
         os.close(fd)
     l_type, _, _, _, pid = struct.unpack(_FLOCK, answer[: struct.calcsize(_FLOCK)])
     return pid if l_type != fcntl.F_UNLCK and pid > 0 else None
+
+
+def is_locked(path: str) -> bool:
+    """Whether another process holds a lock on ``path`` (an existing file)."""
+    if sys.platform == "linux":
+        return lock_holder(path) is not None
+    fd = try_lock(path)  # elsewhere: try to take it, and let go at once
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
 
 
 def describe_process(pid: int) -> str:

@@ -58,7 +58,8 @@ class _Help(argparse.RawDescriptionHelpFormatter):
             notes.append("required")
         elif action.option_strings and not isinstance(
                 action, argparse._StoreTrueAction | argparse._StoreFalseAction):
-            default = "none" if action.default is None else repr(action.default).strip("'")
+            default = ("none" if action.default is None else '""' if action.default == ""
+                       else str(action.default))
             notes.append(f"default: {default}".replace("%", "%%"))
         if (var := env_name(action)) is not None:
             notes.append(f"env {var}")

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from abode.cluster.lockfile import describe_process, lock_holder, try_lock
+from abode.cluster.lockfile import describe_process, is_locked, lock_holder, try_lock
 
 LOCK = "up.lock"
 STATE = "up.json"
@@ -103,7 +103,7 @@ def find_cluster(data: str) -> tuple[str, str]:
         raise LookupError(f"no --etcd given, and no abode up cluster in {data} (no "
                           f"{Path(data) / 'run' / STATE}). Start one with `abode up APP`, "
                           "pass the --data DIR it runs on, or pass --etcd URL.")
-    if lock_holder(str(base / "run" / LOCK)) is None:
+    if not is_locked(str(base / "run" / LOCK)):
         raise LookupError(f"no --etcd given, and the abode up that ran in {data} (pid "
                           f"{state.pid}) has stopped. Start it again, or pass --etcd URL.")
     return state.etcd, state.cluster

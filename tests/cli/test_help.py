@@ -37,7 +37,8 @@ def test_every_flag_says_what_it_does_its_default_and_its_variable(command: str)
         if action.required or not action.option_strings:
             assert f"(required; env {var})" in text, (command, action.dest)
         elif not isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
-            shown = "none" if action.default is None else str(action.default)
+            shown = ("none" if action.default is None else '""' if action.default == ""
+                     else str(action.default))
             assert f"(default: {shown}; env {var})" in text, (command, action.dest)
 
 

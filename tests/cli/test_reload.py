@@ -80,3 +80,39 @@ async def test_an_edit_reloads_the_app_keeps_data_and_closes_sockets_with_1012(
     finally:
         dev.stop()
     assert dev.proc is not None and dev.proc.returncode == 0, dev.logs()
+
+
+async def test_a_file_app_reloads_when_it_or_a_module_beside_it_changes(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    app = write(tmp_path / "app" / "app.py", '''\
+from abode import DurableObject, Request, Response
+
+from greeting import GREETING
+
+
+class Hello(DurableObject):
+    async def fetch(self, request: Request) -> Response:
+        return Response.json({"greeting": GREETING, "from": "v1"})
+''')
+    helper = write(tmp_path / "app" / "greeting.py", 'GREETING = "hello"\n')
+    dev = DevProcess(str(app), tmp_path / "data").start()
+
+    async def answers(expected: dict[str, str]) -> None:
+        t0 = time.monotonic()
+
+        async def check() -> bool:
+            async with http.get(f"{dev.url}/Hello/x") as r:
+                return r.status == 200 and await r.json() == expected
+
+        await assert_eventually(check, timeout=10, interval=0.02)
+        assert time.monotonic() - t0 < 1.0, dev.logs()
+
+    try:
+        await answers({"greeting": "hello", "from": "v1"})
+        app.write_text(app.read_text().replace('"v1"', '"v2"'))
+        await answers({"greeting": "hello", "from": "v2"})
+        helper.write_text('GREETING = "hi"\n')
+        await answers({"greeting": "hi", "from": "v2"})
+    finally:
+        dev.stop()
