@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from abode.cluster.user_code import user_frame
+
 EdgeFunction = Callable[[Any, Any], Awaitable[Any]]
 
 
@@ -56,22 +58,52 @@ def _import(spec: str) -> ModuleType:
         path = os.path.abspath(spec)
         if not os.path.isfile(path):
             raise AppError(f"app file {spec} does not exist")
-        name = "abode_app_" + os.path.splitext(os.path.basename(path))[0]
+        name = module_name_of_file(path)
         if name in sys.modules:
             return sys.modules[name]
         loader_spec = importlib.util.spec_from_file_location(name, path)
         assert loader_spec is not None and loader_spec.loader is not None
         module = importlib.util.module_from_spec(loader_spec)
         sys.modules[name] = module
-        sys.path.insert(0, os.path.dirname(path))
-        loader_spec.loader.exec_module(module)
+        # The app's folder is importable, as for `python app.py`: its helpers
+        # (even ones named router.py or node.py) are the user's own modules.
+        folder = os.path.dirname(path)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[name]
+            raise AppError(load_error(spec, exc)) from exc
         return module
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(spec)
     except ModuleNotFoundError as exc:
-        raise AppError(
-            f"cannot import app {spec!r}: {exc}. Pass a module path importable from the "
-            "current directory (examples.counter) or a file path (path/to/app.py)."
-        ) from None
+        if exc.name is not None and (spec == exc.name or spec.startswith(exc.name + ".")):
+            # The app itself is not there, not one of its imports.
+            raise AppError(
+                f"cannot import app {spec!r}: no module {exc.name!r} in {os.getcwd()} or on "
+                "the Python path. Pass a module path importable from the current directory "
+                "(examples.counter) or a file path (path/to/app.py)."
+            ) from None
+        raise AppError(load_error(spec, exc)) from exc
+    except Exception as exc:
+        raise AppError(load_error(spec, exc)) from exc
+
+
+def module_name_of_file(path: str) -> str:
+    """The name an app file is imported under (its own, apart from any module)."""
+    return "abode_app_" + os.path.splitext(os.path.basename(path))[0]
+
+
+def load_error(spec: str, exc: BaseException) -> str:
+    """One line: the user's file and line, and the real cause."""
+    where = user_frame(exc)
+    at = f"{where[0]}, line {where[1]}: " if where else ""
+    cause = f"{type(exc).__name__}: {exc.msg if isinstance(exc, SyntaxError) else exc}"
+    hint = ""
+    if isinstance(exc, ModuleNotFoundError):
+        hint = f" (is it installed for {sys.executable}?)"
+    return f"cannot load app {spec}: {at}{cause}{hint}"

@@ -8,8 +8,8 @@ the object's ``path`` is kept apart from ``url`` because default routing strips
 from __future__ import annotations
 
 import json as _json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any, Generic, Protocol, TypeVar, overload
 from urllib.parse import parse_qsl, urlsplit
 
 from multidict import CIMultiDict  # ships with aiohttp
@@ -33,17 +33,32 @@ def _body(value: str | bytes | bytearray | None) -> bytes:
     return bytes(value)
 
 
-class _ClassOrInstance:
-    """A method that is one function on the class and another on instances."""
+_OnClass = TypeVar("_OnClass")
+_OnInstance = TypeVar("_OnInstance")
+
+
+class _ClassOrInstance(Generic[_OnClass, _OnInstance]):
+    """A method that is one function on the class and another on instances; typed as
+    each (a user's ``mypy --strict`` sees ``Response.json(...)`` return a Response)."""
 
     def __init__(self, on_class: Any, on_instance: Any) -> None:
         self._on_class = on_class
         self._on_instance = on_instance
 
+    @overload
+    def __get__(self, obj: None, owner: type) -> _OnClass: ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> _OnInstance: ...
+
     def __get__(self, obj: Any, owner: type) -> Any:
         if obj is None:
             return self._on_class.__get__(owner, owner)
         return self._on_instance.__get__(obj, owner)
+
+
+class _JsonBuilder(Protocol):
+    def __call__(self, data: Any, *, status: int = 200,
+                 headers: HeadersLike = None) -> Response: ...
 
 
 class Request:
@@ -122,7 +137,9 @@ class Response:
         return _json.loads(self.body)
 
     # As in the Fetch API: ``Response.json(data)`` builds, ``await resp.json()`` reads.
-    json = _ClassOrInstance(_make_json, _read_json)
+    json: _ClassOrInstance[_JsonBuilder, Callable[[], Coroutine[Any, Any, Any]]] = (
+        _ClassOrInstance(_make_json, _read_json)
+    )
 
     @property
     def ok(self) -> bool:

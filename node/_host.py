@@ -33,6 +33,7 @@ from abode.cluster.http import Request, Response
 from abode.cluster.ids import ObjectId
 from abode.cluster.invocation import current_chain, current_deadline
 from abode.cluster.sockets import Frame
+from abode.cluster.user_code import format_user_traceback
 from abode.node._object import (
     RESERVED_METHODS,
     AbortSignal,
@@ -265,8 +266,9 @@ class ObjectHost:
             outcome = exc
             self._failed(ev)
             if ev.kind != "rpc" or not isinstance(exc, AbodeError):
-                log.info("%s handler of %s raised %s: %s", ev.kind, self.id.namespace,
-                         type(exc).__name__, exc)
+                # The author's bug: its traceback from their own frame on, at any level.
+                log.error("%s handler of %s/%s raised\n%s", ev.kind, self.id.namespace,
+                          self.id.name or self.id.hex[:16], format_user_traceback(exc))
         else:
             self._commit(storage.end(), alarm)
         finally:

@@ -43,6 +43,7 @@ import msgpack
 from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from abode.cluster.errors import CommitUncertain, Unavailable
+from abode.cluster.lockfile import describe_process, lock_holder
 from abode.cluster.replica import Batch
 from abode.cluster.supervisor import Tasks
 
@@ -378,9 +379,12 @@ def _open_with_retry(path: str, opts: Options, timeout: float) -> Rdict:
         except Exception as exc:
             if "lock" not in str(exc).lower():
                 raise
-            if time.monotonic() > deadline:
+            # A lock another process holds is held by a live process: say which, now.
+            holder = lock_holder(f"{path}/LOCK") if "current process" not in str(exc) else None
+            if holder is not None or time.monotonic() > deadline:
                 raise StoreLocked(
-                    f"data directory {path} is locked by another process: {exc}"
+                    f"data directory {path} is in use by "
+                    + (describe_process(holder) if holder else f"another process: {exc}")
                 ) from None
             time.sleep(0.1)
 

