@@ -38,7 +38,7 @@ proto: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy abode cluster node router
+	$(BIN)/mypy abode
 
 clean:
 	rm -rf $(VENV) .abode .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -58,7 +58,9 @@ class DevServer:
                "--data", str(self._dir / "data"), "--ready-file", str(ready), *self.extra]
         with open(self._log, "wb") as log:
             return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                    # No access line per request: the bench measures serving.
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                         "ABODE_LOG_LEVEL": "WARNING", "ABODE_RELOAD": "0"})
 
     def _stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
