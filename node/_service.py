@@ -121,6 +121,9 @@ class _Exchange:
         self._acks: Outbox[pb.ReplicaAck] = Outbox(
             "replica acks", max_items=MAX_CALLS_IN_FLIGHT, max_bytes=MAX_QUEUED_BYTES)
         self._in_flight = 0  # calls submitted and not answered yet
+        # Sockets closed because the router's frame queue was full (see _shed_socket):
+        # one id each, for the life of this stream.
+        self._shed: set[str] = set()
         # Replica writes from one sender apply in order, one envelope after another.
         self._replica_in: asyncio.Queue[list[pb.ReplicaWrite]] = asyncio.Queue(
             MAX_REPLICA_BACKLOG)
@@ -228,22 +231,36 @@ class _Exchange:
         self._wake.set()
 
     def _push(self, frame: Frame) -> None:
-        # A close always goes (one per socket, and it ends that socket's traffic).
+        close = frame.kind == FrameKind.CLOSE
+        if not close:
+            # Cheap drops first: a burst can bring thousands of frames for a full queue.
+            if frame.socket_id in self._shed:
+                return
+            if self._frames.full():
+                self._shed_socket(frame.socket_id, "socket frames queue is full")
+                return
         try:
-            self._frames.put(wire.frame_to_pb(frame), force=frame.kind == FrameKind.CLOSE)
+            # A close always goes (one per socket, and it ends that socket's traffic).
+            self._frames.put(wire.frame_to_pb(frame), force=close)
         except MessageTooLarge as exc:
             log.error("socket %s: frame dropped: %s", frame.socket_id, exc)
             return
         except Overloaded as exc:
-            # The router is not reading: shed this socket rather than hold its frames
-            # without bound. Its close goes out (forced) through this same method.
-            sockets = self._service._runtime.sockets
-            info = sockets.sockets.get(frame.socket_id)
-            if info is not None:
-                log.warning("socket %s: %s", frame.socket_id, exc)
-                sockets.overloaded(info)
+            self._shed_socket(frame.socket_id, str(exc))
             return
         self._wake.set()
+
+    def _shed_socket(self, socket_id: str, why: str) -> None:
+        """The router does not read as fast as objects send: close this socket (1013)
+        rather than hold its frames without bound. Its close goes out (forced) through
+        ``_push``; its later frames are dropped."""
+        self._shed.add(socket_id)
+        sockets = self._service._runtime.sockets
+        info = sockets.sockets.get(socket_id)
+        if info is not None:
+            log.warning("socket %s: %s (%d frames, %d bytes queued)", socket_id, why,
+                        len(self._frames), self._frames.bytes)
+            sockets.overloaded(info)
 
     async def _write(self, reader: asyncio.Task[None]) -> None:
         results, frames, acks = self._results, self._frames, self._acks
