@@ -133,8 +133,10 @@ class _Exchange:
 
     async def run(self) -> None:
         sockets = self._service._runtime.sockets
+        # One bound method for both: detach_stream tells streams apart by identity.
+        push = self._push
         if self._router:
-            sockets.attach_stream(self._router, self._push)
+            sockets.attach_stream(self._router, push)
         reader = asyncio.get_running_loop().create_task(self._read())
         try:
             await self._write(reader)
@@ -144,7 +146,7 @@ class _Exchange:
             if self._replica_task is not None:
                 self._replica_task.cancel()
             if self._router:
-                sockets.detach_stream(self._router, self._push)
+                sockets.detach_stream(self._router, push)
 
     # -- in ---------------------------------------------------------------------------
     async def _read(self) -> None:
