@@ -211,8 +211,13 @@ class _Exchange:
 
     # -- out --------------------------------------------------------------------------
     def _replier(self, call_id: int) -> Callable[[Any], None]:
+        done = False
+
         def reply(outcome: Any) -> None:
-            self._in_flight -= 1
+            nonlocal done
+            if not done:  # a second answer must not free a second slot
+                done = True
+                self._in_flight -= 1
             self._answer(call_id, outcome)
 
         return reply
