@@ -26,6 +26,10 @@ ENVELOPE_BYTES = 4 * 1024 * 1024
 MAX_ITEM_BYTES = MAX_MESSAGE_BYTES - 1024 * 1024
 # A repeated message field's tag and length prefix, per item.
 _FRAMING = 6
+# What a queued item costs in memory beyond its encoded size (the message object,
+# its fields, the queue's tuple): counted against max_bytes, so many small items are
+# bounded by memory too.
+ITEM_OVERHEAD = 256
 
 
 class Sized(Protocol):
@@ -72,7 +76,8 @@ class Outbox(Generic[M]):
         return size
 
     def full(self, size: int = 0) -> bool:
-        return len(self._items) >= self.max_items or self.bytes + size > self.max_bytes
+        return (len(self._items) >= self.max_items
+                or self.bytes + size + ITEM_OVERHEAD > self.max_bytes)
 
     def put(self, msg: M, *, force: bool = False) -> None:
         """Queue ``msg``; raises MessageTooLarge, or Overloaded when full."""
@@ -81,7 +86,7 @@ class Outbox(Generic[M]):
             raise Overloaded(f"{self.what} queue is full ({len(self._items)} items, "
                              f"{self.bytes} bytes)")
         self._items.append((msg, size))
-        self.bytes += size
+        self.bytes += size + ITEM_OVERHEAD
 
     def take(self, used: int, max_items: int | None = None) -> tuple[list[tuple[M, int]], int]:
         """Items for an Envelope that already holds ``used`` bytes: as many as fit in
@@ -94,14 +99,14 @@ class Outbox(Generic[M]):
                 break
             out.append(items.popleft())
             used += size
-            self.bytes -= size
+            self.bytes -= size + ITEM_OVERHEAD
         return out, used
 
     def put_back(self, taken: Iterable[tuple[M, int]]) -> None:
         """Return items taken and not sent to the front, in order."""
         for item in reversed(list(taken)):
             self._items.appendleft(item)
-            self.bytes += item[1]
+            self.bytes += item[1] + ITEM_OVERHEAD
 
     def clear(self) -> list[M]:
         out = [m for m, _ in self._items]

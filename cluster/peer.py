@@ -41,9 +41,12 @@ log = logging.getLogger(__name__)
 # at once (Overloaded: it never ran) instead of memory growing. Normal load is far
 # below: a router measured at 68,000 requests/s has a few thousand calls in flight in
 # all, mailboxes hold at most --max-queue (1,000) events per object, and client
-# WebSocket messages are at most 1 MiB each.
+# WebSocket messages are at most 1 MiB each. Frames come in bursts: a node releases
+# an event's outputs at once, so one broadcast to a room of 32,768 sockets (the most
+# an object holds) queues that many frames in one go; bytes, which count each item's
+# memory (outbox.ITEM_OVERHEAD), are their real bound.
 MAX_QUEUED_CALLS = 20_000
-MAX_QUEUED_FRAMES = 100_000
+MAX_QUEUED_FRAMES = 1_000_000
 MAX_QUEUED_REPLICA_WRITES = 20_000
 MAX_QUEUED_BYTES = 256 * 1024 * 1024  # each of the three
 CHANNEL_OPTIONS = [

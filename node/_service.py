@@ -123,6 +123,9 @@ class _Exchange:
         self._acks: Outbox[pb.ReplicaAck] = Outbox(
             "replica acks", max_items=MAX_CALLS_IN_FLIGHT, max_bytes=MAX_QUEUED_BYTES)
         self._in_flight = 0  # calls submitted and not answered yet
+        # Sockets closed because the router's frame queue was full (see _shed_socket):
+        # one id each, for the life of this stream.
+        self._shed: set[str] = set()
         # Replica writes from one sender apply in order, one envelope after another.
         self._replica_in: asyncio.Queue[list[pb.ReplicaWrite]] = asyncio.Queue(
             MAX_REPLICA_BACKLOG)
@@ -132,8 +135,10 @@ class _Exchange:
 
     async def run(self) -> None:
         sockets = self._service._runtime.sockets
+        # One bound method for both: detach_stream tells streams apart by identity.
+        push = self._push
         if self._router:
-            sockets.attach_stream(self._router, self._push)
+            sockets.attach_stream(self._router, push)
         reader = asyncio.get_running_loop().create_task(self._read())
         try:
             await self._write(reader)
@@ -143,7 +148,7 @@ class _Exchange:
             if self._replica_task is not None:
                 self._replica_task.cancel()
             if self._router:
-                sockets.detach_stream(self._router, self._push)
+                sockets.detach_stream(self._router, push)
 
     # -- in ---------------------------------------------------------------------------
     async def _read(self) -> None:
@@ -208,8 +213,13 @@ class _Exchange:
 
     # -- out --------------------------------------------------------------------------
     def _replier(self, call_id: int) -> Callable[[Any], None]:
+        done = False
+
         def reply(outcome: Any) -> None:
-            self._in_flight -= 1
+            nonlocal done
+            if not done:  # a second answer must not free a second slot
+                done = True
+                self._in_flight -= 1
             self._answer(call_id, outcome)
 
         return reply
@@ -230,22 +240,36 @@ class _Exchange:
         self._wake.set()
 
     def _push(self, frame: Frame) -> None:
-        # A close always goes (one per socket, and it ends that socket's traffic).
+        close = frame.kind == FrameKind.CLOSE
+        if not close:
+            # Cheap drops first: a burst can bring thousands of frames for a full queue.
+            if frame.socket_id in self._shed:
+                return
+            if self._frames.full():
+                self._shed_socket(frame.socket_id, "socket frames queue is full")
+                return
         try:
-            self._frames.put(wire.frame_to_pb(frame), force=frame.kind == FrameKind.CLOSE)
+            # A close always goes (one per socket, and it ends that socket's traffic).
+            self._frames.put(wire.frame_to_pb(frame), force=close)
         except MessageTooLarge as exc:
             log.error("socket %s: frame dropped: %s", frame.socket_id, exc)
             return
         except Overloaded as exc:
-            # The router is not reading: shed this socket rather than hold its frames
-            # without bound. Its close goes out (forced) through this same method.
-            sockets = self._service._runtime.sockets
-            info = sockets.sockets.get(frame.socket_id)
-            if info is not None:
-                log.warning("socket %s: %s", frame.socket_id, exc)
-                sockets.overloaded(info)
+            self._shed_socket(frame.socket_id, str(exc))
             return
         self._wake.set()
+
+    def _shed_socket(self, socket_id: str, why: str) -> None:
+        """The router does not read as fast as objects send: close this socket (1013)
+        rather than hold its frames without bound. Its close goes out (forced) through
+        ``_push``; its later frames are dropped."""
+        self._shed.add(socket_id)
+        sockets = self._service._runtime.sockets
+        info = sockets.sockets.get(socket_id)
+        if info is not None:
+            log.warning("socket %s: %s (%d frames, %d bytes queued)", socket_id, why,
+                        len(self._frames), self._frames.bytes)
+            sockets.overloaded(info)
 
     async def _write(self, reader: asyncio.Task[None]) -> None:
         results, frames, acks = self._results, self._frames, self._acks

@@ -54,7 +54,9 @@ class WebSocket:
         if self._info.closed:
             return
         data = message if isinstance(message, str) else bytes(message)
-        if len(data) > MAX_SEND_BYTES // 4 and len(data.encode() if isinstance(data, str) else data) > MAX_SEND_BYTES:
+        size = len(data) if isinstance(data, bytes) or len(data) <= MAX_SEND_BYTES // 4 \
+            else len(data.encode())
+        if size > MAX_SEND_BYTES:
             raise ValueError(f"a WebSocket message is at most {MAX_SEND_BYTES} bytes")
         self._registry.emit(self._info, Frame(
             self._info.socket_id, self._info.namespace, self._info.object_id,

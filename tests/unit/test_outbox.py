@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from abode.cluster.errors import Overloaded
 from abode.cluster.outbox import (
     ENVELOPE_BYTES,
+    ITEM_OVERHEAD,
     MAX_ITEM_BYTES,
     MAX_MESSAGE_BYTES,
     MessageTooLarge,
@@ -66,10 +67,17 @@ def test_a_full_queue_refuses_as_overloaded_unless_forced() -> None:
         box.put(frame(1))
     box.put(frame(1), force=True)  # a close, an answer owed
     assert len(box) == 4
-    bytes_box: Outbox[pb.SocketFrame] = Outbox("frames", max_items=100, max_bytes=1000)
+    # Bytes count each item's memory: its encoded size plus ITEM_OVERHEAD.
+    bytes_box: Outbox[pb.SocketFrame] = Outbox(
+        "frames", max_items=100, max_bytes=1000 + 2 * ITEM_OVERHEAD)
     bytes_box.put(frame(900))
+    assert not bytes_box.full()
     with pytest.raises(Overloaded):
         bytes_box.put(frame(200))
+    many: Outbox[pb.SocketFrame] = Outbox("frames", max_items=100, max_bytes=10 * ITEM_OVERHEAD)
+    with pytest.raises(Overloaded):
+        for _ in range(10):
+            many.put(pb.SocketFrame())  # empty messages still cost memory
 
 
 def test_items_taken_and_not_sent_go_back_to_the_front_in_order() -> None:
@@ -80,5 +88,5 @@ def test_items_taken_and_not_sent_go_back_to_the_front_in_order() -> None:
     box.put(pb.SocketFrame(socket_id="5"))
     before = box.bytes
     box.put_back(taken)
-    assert box.bytes == before + sum(size for _, size in taken)
+    assert box.bytes == before + sum(size + ITEM_OVERHEAD for _, size in taken)
     assert [f.socket_id for f in box.clear()] == [str(i) for i in range(6)]

@@ -3,7 +3,8 @@
 ``say:TEXT`` sends ``{"n", "text"}`` to every socket of the hall (n counts the
 broadcasts, stored); ``count`` answers ``{"sockets": N}`` to the sender. Closes are
 not recorded, so thousands of sockets leave cheaply. ``GET /Hall/{name}?bytes=N``
-answers a body of N bytes.
+answers a body of N bytes; ``POST /Hall/{name}?size=S&times=N`` sends a text of S
+characters to every socket N times.
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ from abode import DurableObject, Request, Response, WebSocket
 
 class Hall(DurableObject):
     async def fetch(self, request: Request) -> Response:
+        if request.method == "POST":
+            sockets = self.ctx.get_websockets("hall")
+            text = "m" * int(request.query.get("size", "1"))
+            for _ in range(int(request.query.get("times", "1"))):
+                for peer in sockets:
+                    peer.send(text)
+            return Response.json({"sockets": len(sockets)})
         if "bytes" in request.query:
             return Response(b"x" * int(request.query["bytes"]))
         if not request.is_websocket_upgrade:
