@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from tests.harness import DevProcess, assert_eventually, fill_filesystem, small_filesystem
+from tests.metrics.helpers import scrape
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -18,7 +19,8 @@ async def test_dev_on_a_full_disk_refuses_writes_and_resumes(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
     with small_filesystem(tmp_path / "disk") as disk:
-        dev = DevProcess("tests.apps.cluster_app", disk).start()
+        dev = DevProcess("tests.apps.cluster_app", disk, "--metrics-port", "0").start()
+        metrics_port = int(dev.info["metrics_port"])
         try:
             url = f"{dev.url}/Tally/dev-disk-full"
             acked = 0
@@ -39,6 +41,7 @@ async def test_dev_on_a_full_disk_refuses_writes_and_resumes(
             async with http.get(f"{dev.url}/_abode/health") as r:
                 assert r.status == 200
                 assert "dev" in (await r.json())["disk_full"]
+            assert (await scrape(http, metrics_port)).value("abode_node_disk_full") == 1
 
             os.remove(disk / "junk")
 
@@ -49,6 +52,7 @@ async def test_dev_on_a_full_disk_refuses_writes_and_resumes(
             assert await assert_eventually(writes_again, timeout=20.0) == acked + 1
             async with http.get(f"{dev.url}/_abode/health") as r:
                 assert "disk_full" not in await r.json()
+            assert (await scrape(http, metrics_port)).value("abode_node_disk_full") == 0
         finally:
             code = dev.stop()
             assert code == 0, dev.logs()
