@@ -375,6 +375,9 @@ class NodeMetrics(Observer):
                       values={(): committer.commits})
         yield counter("abode_node_commit_batches", "Event batches committed.",
                       values={(): committer.batches})
+        yield gauge("abode_node_disk_full", "1 while this node's disk is full (calls are "
+                    "refused with 503 until space returns).",
+                    values={(): 0 if runtime.store.full is None else 1})
         yield counter("abode_node_commits_fenced", "Batches refused at commit because this "
                       "node may no longer own the object (fencing).",
                       values={(): committer.fenced})

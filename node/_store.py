@@ -490,18 +490,18 @@ class GroupCommitter:
                 # Not written here. Replicas may have taken it, so with replication
                 # its fate is uncertain; alone, it simply never happened.
                 if remote is not None:
-                    await remote
+                    await self._replicated(remote, len(group))
                     uncertain = ReplicationFailed(f"{exc}; replicas may hold the write")
                 self._refuse(group, uncertain if remote is not None else exc)
             except Exception as exc:
                 log.error("commit of %d batches failed: %s", len(group), exc)
                 if remote is not None:
-                    await remote
+                    await self._replicated(remote, len(group))
                 for _, fut in group:
                     if not fut.done():
                         fut.set_exception(exc)
             else:
-                failed = await remote if remote is not None else {}
+                failed = await self._replicated(remote, len(group)) if remote is not None else {}
                 for i, (_, fut) in enumerate(group):
                     if fut.done():
                         continue
@@ -516,6 +516,23 @@ class GroupCommitter:
                 self.on_commit(len(group), self.last_latency)
             if self._closing and not self._queue:
                 return
+
+    @staticmethod
+    async def _replicated(remote: asyncio.Future[dict[int, str]], n: int) -> dict[int, str]:
+        """The replication outcome of a group; a replication that raised fails every
+        batch of the group (uncertain: some replicas may have taken it) instead of
+        ending this loop, and so does a CancelledError that is not this task's own."""
+        try:
+            return await remote
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            why = "replication was cancelled"
+        except Exception as exc:
+            why = f"replication failed: {type(exc).__name__}: {exc}"
+        log.error("%s; %d batches are uncertain", why, n)
+        return {i: why for i in range(n)}
 
     def _disk_full(self) -> DiskFull:
         return DiskFull(f"node's disk is full: {self._store.full}", retry_after=DISK_RETRY_AFTER)

@@ -7,13 +7,14 @@ free-port races; every wait has a deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,34 @@ class DevProcess:
             return self._log_path.read_text(errors="replace")[-8000:]
         except OSError:
             return ""
+
+
+# -- a small real filesystem, to fill -------------------------------------------------
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str = "32m") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (skips the test where mounting is not
+    allowed); unmounted afterwards."""
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                       check=True, capture_output=True, timeout=10)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False, timeout=10)
+
+
+def fill_filesystem(path: Path) -> None:
+    """Write the file ``path`` until its filesystem has no byte left."""
+    with open(path, "wb", buffering=0) as f:  # unbuffered: nothing left to flush at close
+        for size in (1 << 20, 4096, 1):  # the last few bytes too: not even an append fits
+            try:
+                while f.write(b"\0" * size):
+                    pass
+            except OSError:
+                pass

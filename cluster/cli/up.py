@@ -45,20 +45,50 @@ class ChildFailed(Exception):
     """A child exited or did not get ready; the message holds the end of its log."""
 
 
+RESTART_FIRST = 1.0  # seconds before restarting a child that stopped itself; doubling
+RESTART_MAX = 30.0
+STEADY = 60.0  # a child that ran this long starts over from RESTART_FIRST
+
+
 class Child:
     def __init__(self, name: str, args: list[str], base: Path) -> None:
         self.name = name
+        self.args = args
         self.log = base / "logs" / f"{name}.log"
         self.ready = base / "run" / f"{name}.json"
+        self.backoff = RESTART_FIRST / 2
+        self.restart_at: float | None = None
+        self._launch()
+
+    def _launch(self) -> None:
         self.ready.unlink(missing_ok=True)
+        self.started = time.monotonic()
         with open(self.log, "ab") as out:
             self.start_offset = out.tell()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "abode", *args, "--ready-file", str(self.ready)],
+                [sys.executable, "-m", "abode", *self.args, "--ready-file", str(self.ready)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 preexec_fn=die_with_parent(signal.SIGTERM),
             )
+
+    def restart_when_due(self, code: int) -> bool:
+        """A child that exited non-zero by itself (a task of it ended, or it could not
+        start) is started again, with a growing delay while it keeps failing. Returns
+        whether it was restarted just now."""
+        now = time.monotonic()
+        if self.restart_at is None:
+            steady = now - self.started > STEADY
+            self.backoff = RESTART_FIRST if steady else min(self.backoff * 2, RESTART_MAX)
+            self.restart_at = now + self.backoff
+            print(f"abode up: {self.failure(f'exited with {code}')}\nabode up: restarting "
+                  f"{self.name} in {self.backoff:g} s", file=sys.stderr, flush=True)
+            return False
+        if now < self.restart_at:
+            return False
+        self.restart_at = None
+        self._launch()
+        return True
 
     async def wait_ready(self, timeout: float = 60.0) -> dict[str, object]:
         deadline = time.monotonic() + timeout
@@ -168,12 +198,20 @@ async def _run(cfg: UpConfig, base: Path, stop: asyncio.Event) -> int:
 async def _watch(children: list[Child], stop: asyncio.Event) -> None:
     reported: set[str] = set()
     while not stop.is_set():
-        # A dead child is reported, not fatal: the cluster is meant to ride out a
-        # lost node (try `kill -9` on one and watch its objects move or wait).
+        # A child killed by a signal is reported, not restarted: the cluster is meant
+        # to ride out a lost node (try `kill -9` on one and watch its objects move or
+        # wait). One that exited non-zero by itself is restarted, as compose or systemd
+        # would; one that exited 0 (removed) stays gone.
         for child in children:
-            if child.proc.poll() is not None and child.name not in reported:
+            code = child.proc.poll()
+            if code is None:
+                continue
+            if code > 0:
+                if child.restart_when_due(code):
+                    reported.discard(child.name)
+            elif child.name not in reported:
                 reported.add(child.name)
-                print(f"abode up: {child.failure(f'exited with {child.proc.returncode}')}"
+                print(f"abode up: {child.failure(f'exited with {code}')}"
                       "\nabode up: the rest keep running", file=sys.stderr, flush=True)
         try:
             async with asyncio.timeout(0.5):

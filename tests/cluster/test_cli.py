@@ -37,13 +37,13 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 class Up:
     """``abode up`` in a process group of its own, as a shell runs a foreground job."""
 
-    def __init__(self, data: Path, *args: str) -> None:
+    def __init__(self, data: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.data = data
         self.out = data.parent / "up.out"
         with open(self.out, "wb") as out:
             self.proc = subprocess.Popen(
                 abode_command("up", APP, "--port", "0", "--data", str(data), *args),
-                cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
+                cwd=ROOT, env=child_env(env), stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
         self.pgid = self.proc.pid
@@ -158,6 +158,36 @@ async def test_abode_up_stops_its_children_when_only_it_is_signalled(
     handle.proc.send_signal(signal.SIGTERM)
     assert handle.proc.wait(60) == 0, handle.output()
     await assert_eventually(lambda: not handle.strays(), timeout=30, interval=0.1)
+
+
+async def test_up_restarts_a_child_that_exits_non_zero_by_itself(
+    tmp_path: Path, up: list[Up]
+) -> None:
+    """A node whose supervised task ended exits 1; `abode up` starts it again (here etcd
+    is gone for good, so the node's membership watch gives up after 1 s)."""
+    handle = Up(tmp_path / "up", "--nodes", "1", "--routers", "1",
+                env={"ABODE_ETCD_GIVE_UP": "1"})
+    up.append(handle)
+    handle.wait_ready()
+    etcd = [s for s in handle.strays() if "--data-dir" in s]
+    assert len(etcd) == 1, handle.strays()
+    os.kill(int(etcd[0].split(":")[0]), signal.SIGKILL)
+
+    def restarted() -> bool:
+        return "node-1 exited with 1; restarting it" in handle.output()
+
+    await assert_eventually(restarted, timeout=40, interval=0.1)
+    log = handle.data / "logs" / "node-1.log"
+
+    def failed_again() -> bool:
+        # The second process got as far as its own one-line reason: it was started.
+        lines = log.read_text(errors="replace").splitlines()
+        return sum(line.startswith("abode: ") for line in lines) >= 2
+
+    await assert_eventually(failed_again, timeout=40, interval=0.1)
+    text = log.read_text(errors="replace")
+    assert "abode: node node-1: task membership-watch raised" in text, text[-3000:]
+    assert handle.proc.poll() is None  # up itself keeps running
 
 
 def _node_child(tmp_path: Path, name: str, args: list[str], env: dict[str, str]) -> Child:

@@ -8,7 +8,6 @@ The disk is real: a small tmpfs mounted as the node's --data, filled with a junk
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,35 +15,15 @@ import aiohttp
 import pytest
 
 from tests.cluster.harness import Cluster
-from tests.harness import assert_eventually
+from tests.harness import assert_eventually, fill_filesystem, small_filesystem
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)],
-                       check=True, capture_output=True, timeout=10)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"cannot mount a tmpfs here: {exc}")
-    try:
+    with small_filesystem(tmp_path / "disk") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False, timeout=10)
-
-
-def fill(path: Path) -> None:
-    """Write until the filesystem has no byte left."""
-    with open(path, "wb", buffering=0) as f:  # unbuffered: nothing left to flush at close
-        for size in (1 << 20, 4096, 1):  # the last few bytes too: not even an append fits
-            try:
-                while f.write(b"\0" * size):
-                    pass
-            except OSError:
-                pass
 
 
 async def post(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, object], str]:
@@ -66,7 +45,7 @@ async def test_a_full_disk_answers_503_says_so_and_resumes_by_itself(
         acked = expected
 
     junk = small_disk / "junk"
-    fill(junk)
+    fill_filesystem(junk)
     # Small writes still fit in the last page the log already has; the first that
     # needs a new one fails (each POST appends a few dozen bytes).
     for _ in range(1000):

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from abode.cluster import ids
 from abode.cluster.codec import MAX_KEY_BYTES, MAX_VALUE_BYTES
+from abode.cluster.errors import CommitUncertain
 from abode.cluster.supervisor import Supervisor
 from abode.node._fence import StaticFence
 from abode.node._storage import MAX_BATCH_KEYS, Storage
@@ -510,3 +511,34 @@ async def _check_model(store: Store, events: list[Any], queries: list[dict[str, 
         fresh = _reopen(obj)
         assert await fresh.event(lambda s: s.list()) == {k: model[k] for k in sorted(model)}
         await committer.close()
+
+
+# -- the commit loop outlives a broken replication ----------------------------------
+
+async def test_a_replication_that_raises_cancelled_fails_its_group_not_the_loop(
+    tmp_path: Path,
+) -> None:
+    calls = 0
+
+    async def replicate(batches: list[Any]) -> dict[int, str]:
+        # What a gather whose timeout cancelled its futures hands out when read.
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fut.cancel()
+            fut.result()
+        return {}
+
+    async with Supervisor("test") as sup:
+        store = open_store(str(tmp_path / "db"), sync=False)
+        committer = GroupCommitter(store, fence=StaticFence().commit_refusal,
+                                   replicate=replicate, tasks=sup)
+        committer.start()
+        obj = Obj(store, committer, "replicated")
+        with pytest.raises(CommitUncertain, match="replication was cancelled"):
+            await obj.event(lambda s: s.put("a", 1))
+        await obj.event(lambda s: s.put("b", 2))  # the loop still commits
+        assert sup.failure is None
+        await committer.close()
+        store.close()
