@@ -478,6 +478,8 @@ class Catchup:
             # Peers added meanwhile (a membership change) are fenced once caught up.
             while todo := self.ownership.unfenced - self.waiting:
                 await asyncio.gather(*(fence(p) for p in sorted(todo)))
+            # Alarms that came due meanwhile were left to the previous home: take them up.
+            self.runtime.alarms.load()
         finally:
             self._fencing = None
 
