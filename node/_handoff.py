@@ -31,7 +31,7 @@ from abode.cluster.retry import until_done
 from abode.cluster.ring import Member, Ring, moved_ranges
 from abode.cluster.rpc.v1 import node_pb2 as pb
 from abode.cluster.rpc.v1 import node_pb2_grpc as pb_grpc
-from abode.node._ownership import RingOwnership
+from abode.node._ownership import PositionSet, RingOwnership
 from abode.node._runtime import Runtime
 from abode.node._store import ALARM, alarm_record_time
 
@@ -216,11 +216,14 @@ class Handoff:
     async def release(self, request: pb.PullRequest) -> int:
         ranges = [(r.start, r.end) for r in request.ranges]
         # Drop only what this node keeps no copy of now (the ring may have moved back;
-        # with replicas, an old owner usually stays a replica of what it handed off).
-        ring, replicas = self.view.ring, self.view.replicas
-        mine = [(s, e) for s, e in ranges
-                if ring.members and self.node_id in ring.preference_list(s, replicas)]
-        drop = [r for r in ranges if r not in mine]
+        # with replicas, an old owner usually stays a replica of part of what it
+        # handed off: a copy dropped there would leave it home-able with no data).
+        ring = self.view.ring
+        gone = PositionSet()
+        gone.add(ranges)
+        if ring.members:
+            gone.discard(ring.replica_ranges(self.node_id, self.view.replicas))
+        drop = gone.spans()
         dropped = await self.runtime.committer.run_exclusive(self.store.drop_positions, drop)
         if self._leaving_span:
             self._released_span += _span(drop)

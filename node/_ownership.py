@@ -143,6 +143,10 @@ class PositionSet:
         i = bisect.bisect_right(self._spans, (position, 1 << 65)) - 1
         return i >= 0 and position < self._spans[i][1]
 
+    def spans(self) -> list[tuple[int, int]]:
+        """The positions held, as sorted half-open spans (an end may be 2^64)."""
+        return list(self._spans)
+
     def __len__(self) -> int:
         return len(self._spans)
 
