@@ -55,6 +55,20 @@ def pick_home(prefs: list[str], live_nodes: Mapping[str, LiveNode]) -> str | Non
     return None
 
 
+def home_ranges(view: MembershipView, node_id: str) -> list[tuple[int, int]]:
+    """Half-open position ranges whose objects have ``node_id`` as home now, merged."""
+    ring, replicas, live = view.ring, view.replicas, view.live_nodes
+    result: list[tuple[int, int]] = []
+    for start, end in ring.arcs():  # within an arc every position has one list
+        if pick_home(ring.preference_list(start, replicas), live) != node_id:
+            continue
+        if result and result[-1][1] == start:
+            result[-1] = (result[-1][0], end)
+        else:
+            result.append((start, end))
+    return result
+
+
 def unavailable(prefs: list[str]) -> Unavailable:
     if not prefs:
         return Unavailable("the cluster has no nodes yet", retry_after=1.0)

@@ -215,14 +215,15 @@ class Handoff:
 
     async def release(self, request: pb.PullRequest) -> int:
         ranges = [(r.start, r.end) for r in request.ranges]
-        # Drop only what this node keeps no copy of now: with replicas it often stays
-        # in the preference list as the second copy (the ring may also have moved
-        # back). Dropping that copy would leave one copy until the next write, and the
-        # new home's death meanwhile would serve the object from an empty store.
-        drop_set = PositionSet()
-        drop_set.add(ranges)
-        drop_set.discard(self.view.ring.replica_ranges(self.node_id, self.view.replicas))
-        drop = drop_set.spans()
+        # Drop only what this node keeps no copy of now (the ring may have moved back;
+        # with replicas, an old owner usually stays a replica of part of what it
+        # handed off: a copy dropped there would leave it home-able with no data).
+        ring = self.view.ring
+        gone = PositionSet()
+        gone.add(ranges)
+        if ring.members:
+            gone.discard(ring.replica_ranges(self.node_id, self.view.replicas))
+        drop = gone.spans()
         dropped = await self.runtime.committer.run_exclusive(self.store.drop_positions, drop)
         if self._leaving_span:
             self._released_span += _span(drop)

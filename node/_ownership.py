@@ -182,7 +182,10 @@ class RingOwnership(Ownership):
         return home_of(self.view, object_id)[0]
 
     def owns(self, object_id: bytes) -> bool:
-        return self.owner_of(object_id) == self.node_id
+        """Whether this node is the object's home and may run it (alarms, socket
+        frames): not before it has fenced the previous home."""
+        owner, prefs = home_of(self.view, object_id)
+        return owner == self.node_id and not self._unfenced_in(prefs)
 
     def decide(self, object_id: bytes) -> tuple[Decision, str]:
         owner, prefs = home_of(self.view, object_id)
@@ -201,6 +204,11 @@ class RingOwnership(Ownership):
         still being pulled, or a previous home in its list is not fenced yet."""
         if len(self.pending) and self.pending.contains(ring_position(object_id)):
             return True
+        return self._unfenced_in(prefs)
+
+    def _unfenced_in(self, prefs: list[str]) -> bool:
+        if not self.unfenced:
+            return False
         live = self.view.live
         return any(p in self.unfenced and p in live for p in prefs if p != self.node_id)
 

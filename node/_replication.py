@@ -44,7 +44,7 @@ from abode.cluster.ids import ring_position
 from abode.cluster.membership import MembershipView
 from abode.cluster.metrics import Histogram
 from abode.cluster.peer import CHANNEL_OPTIONS
-from abode.cluster.placement import home_of
+from abode.cluster.placement import home_of, home_ranges
 from abode.cluster.replica import ACK_OK, AckStatus, ReplicaAck
 from abode.cluster.retry import until_done
 from abode.cluster.ring import Ring
@@ -463,12 +463,12 @@ class Catchup:
         self._tasks.pop(peer, None)
         log.info("caught up from %s (%d keys); still waiting on %s", peer, count,
                  sorted(self.waiting) or "none")
-        revision = await self._publish()
+        await self._publish()
         if not self.waiting and self._fencing is None:
-            self._fencing = asyncio.get_running_loop().create_task(self._fence(revision))
+            self._fencing = asyncio.get_running_loop().create_task(self._fence())
 
-    async def _fence(self, revision: int) -> None:
-        """Fence every peer waited on, at the revision where this node stopped waiting.
+    async def _fence(self) -> None:
+        """Fence every peer waited on, at a revision where this node waits on no one.
 
         Only from there on is this node home where it comes first; a peer that was
         home meanwhile learns it from the pull (it catches up to ``revision`` first),
@@ -476,13 +476,15 @@ class Catchup:
         replica's), and only then answers. Fenced earlier, one peer at a time, a peer
         could still be home for objects that need a later peer's catch-up too.
         """
-        async def fence(peer: str) -> None:
+        async def fence(peer: str, revision: int) -> None:
             async def attempt() -> int:
+                # Where this node is home is read at the revision it stopped waiting.
+                await self.view.wait_for(lambda v: v.revision >= revision, timeout=10.0)
                 view = self.view
                 if peer not in view.live or peer not in view.members:
                     return 0  # a node that is not live runs nothing
-                ranges = view.ring.ranges_of(self.node_id)
-                return await self._pull(peer, ranges, max(revision, view.revision))
+                ranges = home_ranges(view, self.node_id)
+                return await self._pull(peer, ranges, view.revision)
 
             count = await until_done(attempt, what=f"fencing {peer}", log=log,
                                      level=logging.INFO)
@@ -490,9 +492,16 @@ class Catchup:
             log.info("fenced %s at revision %d (%d keys)", peer, revision, count)
 
         try:
-            # Peers added meanwhile (a membership change) are fenced once caught up.
-            while todo := self.ownership.unfenced - self.waiting:
-                await asyncio.gather(*(fence(p) for p in sorted(todo)))
+            # Peers added meanwhile (a membership change) are fenced once caught up
+            # (by the fence that follows the last catch-up, if it starts after this).
+            while not self.waiting and (todo := set(self.ownership.unfenced)):
+                # The list is written again, empty: a publish in flight when the last
+                # wait ended may have carried an older one, and where this node is
+                # home must be read at a revision that has it empty.
+                revision = await self._publish()
+                await asyncio.gather(*(fence(p, revision) for p in sorted(todo)))
+            # Alarms that came due meanwhile were left to the previous home: take them up.
+            await self.runtime.alarms.load()
         finally:
             self._fencing = None
 

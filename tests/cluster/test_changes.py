@@ -23,6 +23,7 @@ from abode.cluster.ring import Member, Ring, position_of
 from tests.cluster.harness import Cluster, EtcdProxy
 from tests.cluster.load import CounterLoad, get_json, wait_healthy
 from tests.harness import assert_eventually
+from tests.replication.helpers import wait_caught_up
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -302,5 +303,43 @@ async def test_a_dead_homes_objects_answer_503_until_it_returns_with_their_state
     assert (await get_json(http, "POST", f"{url}/Tally/{alive}"))["value"] == 4
     cluster.restart("n2")
     body = await get_json(http, "POST", f"{url}/Tally/{gone}")
+    assert body["value"] == 4
+    assert cluster.node_by_pid(int(body["pid"])) == "n2"  # type: ignore[call-overload]
+
+
+async def test_an_event_in_flight_on_the_interim_home_commits_when_its_home_returns(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    """With two copies, a restarted node is home again once caught up. An event its
+    object's interim home admitted before that still finishes there, commits and is
+    answered 200; the returning node runs the object only after it, with its write."""
+    nodes = ["n1", "n2", "n3"]
+    cluster.start_nodes(*nodes, replicas=2)
+    cluster.start_router()
+    url = cluster.router_urls[0]
+    await wait_healthy(http, [url], live=3)
+    await wait_caught_up(cluster, nodes)
+    tag = os.urandom(3).hex()
+    name = _owned_by("n2", nodes, f"back-{tag}-")
+    body = await get_json(http, "POST", f"{url}/Tally/{name}")
+    assert cluster.node_by_pid(int(body["pid"])) == "n2"  # type: ignore[call-overload]
+    cluster["n2"].send(signal.SIGTERM)
+    assert cluster["n2"].wait(30) == 0
+    await wait_healthy(http, [url], live=2)
+    body = await get_json(http, "POST", f"{url}/Tally/{name}")
+    interim = cluster.node_by_pid(int(body["pid"]))  # type: ignore[call-overload]
+    assert interim != "n2" and body["value"] == 2
+
+    held = HeldIncrement(http, url, name, cluster.base / f"hold-{tag}")
+    await held.started()
+    cluster.restart("n2")
+    await wait_caught_up(cluster, nodes)  # n2 is the object's home in etcd now
+    # A call sent now runs after the held event, wherever it lands.
+    after = asyncio.create_task(get_json(http, "POST", f"{url}/Tally/{name}"))
+    status, text = await held.release()
+    assert status == 200, text
+    assert json.loads(text)["value"] == 3
+    assert (await after)["value"] == 4
+    body = await get_json(http, "GET", f"{url}/Tally/{name}")
     assert body["value"] == 4
     assert cluster.node_by_pid(int(body["pid"])) == "n2"  # type: ignore[call-overload]

@@ -10,6 +10,7 @@ its client saw.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 from collections.abc import Sequence
@@ -17,7 +18,10 @@ from collections.abc import Sequence
 import aiohttp
 import pytest
 
+from abode.cluster import ids
+from abode.cluster.ring import Member, Ring, position_of
 from tests.cluster.harness import Cluster
+from tests.harness import assert_eventually
 from tests.replication.helpers import (
     OpLoad,
     check_ledger,
@@ -123,3 +127,37 @@ async def test_a_rolling_restart_under_load(
             await load.until(OPS_PER_PHASE // 2)
     finally:
         await finish(load, http, urls[0], f"rolling restart, replicas {replicas}")
+
+
+async def test_an_old_owner_keeps_its_copies_of_what_it_handed_off(
+    cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    """With two copies, objects that move to a joining node keep their old owner as
+    second copy: its data stays there after the handoff, so when the new home dies
+    the old owner serves every acknowledged write."""
+    nodes = ["n1", "n2", "n3"]
+    urls = await start(cluster, http, nodes, 2)
+    ring = Ring([Member(n, "") for n in [*nodes, "n4"]])
+    tag = os.urandom(3).hex()
+    moving = list(itertools.islice(
+        (n for n in (f"kept{i}-{tag}" for i in itertools.count())
+         if ring.owner(position_of(ids.id_from_name("Ledger", n).raw)) == "n4"), 6))
+    for name in moving:
+        for _ in range(3):
+            async with http.post(f"{urls[0]}/Ledger/{name}") as resp:
+                assert resp.status == 200, await resp.text()
+    cluster.start_node("n4", replicas=2)
+    await wait_caught_up(cluster, [*nodes, "n4"])
+
+    async def handed_off() -> bool:
+        return (await cluster.info("n4")).pending_ranges == 0
+
+    await assert_eventually(handed_off, timeout=30, interval=0.1)
+    for name in moving:
+        assert await home(cluster, http, urls[0], name) == "n4", name
+    cluster.kill("n4", signal.SIGKILL)
+    await wait_healthy(http, urls, live=3, timeout=20)
+    for name in moving:
+        body = await get_json(http, f"{urls[1]}/Ledger/{name}")
+        assert body["value"] == 3, (name, body)
+        assert cluster.node_by_pid(int(body["pid"])) != "n4"

@@ -28,6 +28,10 @@ def test_add_and_discard_agree_with_a_plain_set(ops: list[tuple[bool, list[tuple
                 model.difference_update(range(start, end))
         assert [p for p in range(N) if positions.contains(p)] == sorted(model)
         assert (len(positions) == 0) == (not model)
+        # The spans hold exactly those positions, sorted, disjoint and not touching.
+        listed = positions.spans()
+        assert sorted({p for s, e in listed for p in range(s, e)}) == sorted(model)
+        assert all(a[1] < b[0] for a, b in zip(listed, listed[1:], strict=False))
 
 
 def test_end_zero_is_the_end_of_the_keyspace() -> None:
