@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from abode.cluster.app import App
+from abode.cluster.crashes import CrashDetector
 from abode.cluster.membership import EtcdSession, Lease, MembershipView
 from abode.cluster.retry import until_done
 from abode.cluster.ring import Member
@@ -51,7 +52,9 @@ class ClusterNode:
         self.config = config
         self.member = member
         self.session = session
-        self.server = NodeServer(app, config, _NotReady())
+        # Peers this node replicates to break their streams when they crash.
+        self.crashes = CrashDetector(session)
+        self.server = NodeServer(app, config, _NotReady(), on_peer_lost=self.crashes.suspect)
         self.lease: Lease | None = None
         self.view: MembershipView | None = None
         self.ownership: RingOwnership | None = None
@@ -199,6 +202,7 @@ class ClusterNode:
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
+        await self.crashes.stop()
         if self.handoff is not None:
             await self.handoff.stop()
         if self.catchup is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -47,7 +48,10 @@ class _DispatchTransport:
 
 
 class NodeServer:
-    def __init__(self, app: App, config: NodeConfig, ownership: Ownership | None = None) -> None:
+    def __init__(
+        self, app: App, config: NodeConfig, ownership: Ownership | None = None, *,
+        on_peer_lost: Callable[[str], None] | None = None,
+    ) -> None:
         self.app = app
         self.config = config
         self._ownership = ownership or Ownership()
@@ -55,7 +59,7 @@ class NodeServer:
         self.runtime: Runtime | None = None
         self.dispatcher: Dispatcher | None = None
         self.service: NodeService | None = None
-        self.peers = PeerPool(config.node_id)
+        self.peers = PeerPool(config.node_id, on_peer_lost)
         self._server: grpc.aio.Server | None = None
         self.port = 0
         self._stopped = False

@@ -40,6 +40,7 @@ class RouterServer:
         router_id: str = "",
         healthy: Callable[[], dict[str, object] | None] | None = None,
         metrics: RouterMetrics | None = None,
+        on_node_lost: Callable[[str], None] | None = None,
     ) -> None:
         self.metrics = metrics
         # What /_abode/health reports, or None while the router cannot route.
@@ -50,10 +51,16 @@ class RouterServer:
         self.transport = RouterTransport(placement, router_id=self.router_id)
         self.hub = SocketHub(self.router_id, self.transport)
         self.transport.on_frames = self.hub.on_frames
-        self.transport.on_lost = self.hub.on_lost
+        self._on_node_lost = on_node_lost
+        self.transport.on_lost = self._node_lost
         self.env = Env(app.namespaces, self.transport, call_timeout=config.call_timeout)
         self._runner: web.AppRunner | None = None
         self.port = 0
+
+    def _node_lost(self, address: str) -> None:
+        self.hub.on_lost(address)
+        if self._on_node_lost is not None:
+            self._on_node_lost(address)  # e.g. crash detection (cluster.crashes)
 
     @property
     def url(self) -> str:
