@@ -242,9 +242,10 @@ class ObjectTestbed:
         self._store = Store(os.path.join(self._dir, "db"), sync=self._sync)
         transport = _DispatchTransport()
         self._env = Env(self._app.namespaces, transport, call_timeout=self._config.call_timeout)
-        self._runtime = Runtime(self._app, self._store, self._env, self._config)
+        ownership = Ownership()  # one node: every object is local, nothing to fence
+        self._runtime = Runtime(self._app, self._store, self._env, self._config, ownership)
         self._peers = PeerPool()
-        transport.dispatcher = Dispatcher(self._runtime, Ownership(), self._peers)
+        transport.dispatcher = Dispatcher(self._runtime, ownership, self._peers)
         await self._runtime.start()
         self._runtime.sockets.attach_stream(_ROUTER, self._push)
 

@@ -22,6 +22,7 @@ from abode.node._handoff import Handoff
 from abode.node._ownership import Decision, Ownership, RingOwnership
 from abode.node._replication import Catchup, ReplicaSink, Replicator
 from abode.node._server import NodeConfig, NodeServer
+from abode.node._store import Batch
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ class _NotReady(Ownership):
 
     def owns(self, object_id: bytes) -> bool:
         return False
+
+    def ticket(self) -> object:
+        return None  # no lease yet: nothing begun now may commit
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +88,14 @@ class ClusterNode:
             log.warning("cluster keeps %s copies of each object (set when it was created); "
                         "--replicas %d is ignored", replicas, self.member.replicas)
         self.view = view = await MembershipView.start(self.session)
-        self.ownership = RingOwnership(self.node_id, view, self._fresh)
+        self.ownership = RingOwnership(self.node_id, view, self._fresh, lease=lambda: self.lease,
+                                       commit_margin=self.member.fencing_margin / 2)
         self.handoff = Handoff(runtime, view, self.ownership)
         self.replicator = Replicator(self.node_id, view, self.server.peers)
         self.catchup = Catchup(self.node_id, view, runtime, self._publish_live)
         runtime.owns = self.ownership.owns
         runtime.refusal = self._refusal
+        runtime.fencing = self.ownership
         runtime.store.term = lambda: view.revision  # versions outrank older homes'
         runtime.committer.fence = self._commit_fence
         runtime.committer.replicate = self.replicator.replicate
@@ -154,20 +160,9 @@ class ClusterNode:
             reason = "the object's home moved to another node"
         return reason
 
-    def _commit_fence(self, batch: object) -> str | None:
+    def _commit_fence(self, batch: Batch) -> str | None:
         assert self.ownership is not None
-        # Commits keep half the margin admission keeps: an event admitted just before
-        # the node fenced itself may still commit, yet always before etcd could expire
-        # the lease (and another node could become home).
-        reason = None
-        if self.lease is None or not self.lease.fresh(self.member.fencing_margin / 2):
-            reason = f"node {self.node_id} lost its lease"
-        oid = batch.object_id  # type: ignore[attr-defined]
-        # An object whose range moved away commits until its new owner pulls it: the
-        # pull waits for those commits and carries them along.
-        if reason is None and not self.ownership.owns(oid) and not self.ownership.releasing_object(oid):
-            reason = "the object moved to another node"
-        return reason
+        return self.ownership.commit_refusal(batch.object_id, batch.ticket)
 
     async def _supervise_lease(self) -> None:
         """A lease etcd expired (e.g. after a partition) is replaced, and liveness renewed."""

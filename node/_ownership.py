@@ -5,6 +5,16 @@ from the ring at the node's current membership revision: the owner executes if i
 lease is fresh (self-fencing) and the object's range is not still being pulled in
 a handoff; anyone else forwards to a live owner; a dead owner means 503 (with one
 replica there is no other copy to serve from).
+
+Fencing tickets: an object instance takes a ticket when it activates (the lease the
+node holds then); its events' writes commit, and their outputs leave, only while that
+same lease is still fresh, and once it lapsed a fresh instance (reading storage
+again) takes over. Checking the node's *current* lease is not enough: after a pause
+longer than the TTL (SIGSTOP, a VM stall) the node may already hold a new lease, and
+be home again, when an event that started under the old one ends, or when an event
+queued meanwhile runs on a cache from before, while another node was home in between
+and changed the object. A lease, once lapsed, never turns fresh again, so a ticket is
+the lease's deadline as of the activation, moved on only by renewals of that lease.
 """
 
 from __future__ import annotations
@@ -15,8 +25,10 @@ import enum
 from collections.abc import Callable, Iterable
 
 from abode.cluster.ids import ring_position
-from abode.cluster.membership import MembershipView
+from abode.cluster.membership import Lease, MembershipView
 from abode.cluster.placement import home_of, unavailable
+
+_UNFENCED = object()  # one node, no leases: the ticket of `abode dev`
 
 
 class Decision(enum.Enum):
@@ -42,6 +54,18 @@ class Ownership:
     def fenced(self) -> str | None:
         """Why commits must be refused right now, or None."""
         return None
+
+    def ticket(self) -> object:
+        """What an instance holds from its activation: its commits are checked against it."""
+        return _UNFENCED
+
+    def lapsed(self, ticket: object) -> str | None:
+        """Why work begun under `ticket` may no longer commit or answer, or None."""
+        return None if ticket is _UNFENCED else "the event has no fencing ticket"
+
+    def commit_refusal(self, object_id: bytes, ticket: object) -> str | None:
+        """Why a batch of `object_id` taken under `ticket` must not be committed."""
+        return self.lapsed(ticket)
 
     async def caught_up(self, revision: int, timeout: float) -> bool:
         return True
@@ -141,11 +165,17 @@ class PositionSet:
 
 class RingOwnership(Ownership):
     def __init__(
-        self, node_id: str, view: MembershipView, lease_fresh: Callable[[], bool]
+        self, node_id: str, view: MembershipView, lease_fresh: Callable[[], bool], *,
+        lease: Callable[[], Lease | None], commit_margin: float,
     ) -> None:
         self.node_id = node_id
         self.view = view
         self._lease_fresh = lease_fresh
+        self._lease = lease
+        # Commits keep less of a margin than admission: an event admitted just before
+        # the node fenced itself may still commit, yet always before etcd could
+        # expire the lease (and another node could become home).
+        self._commit_margin = commit_margin
         self.pending = RangeSet()  # ranges this node is pulling: requests wait
         # Ranges that moved away from this node but whose new owner has not pulled them
         # yet: this node still holds their only copy, so events it admitted before the
@@ -182,6 +212,24 @@ class RingOwnership(Ownership):
         if not self._lease_fresh():
             return f"node {self.node_id} lost its lease"
         return None
+
+    def ticket(self) -> object:
+        return self._lease()
+
+    def lapsed(self, ticket: object) -> str | None:
+        if not isinstance(ticket, Lease):
+            return f"node {self.node_id} held no lease when the event started"
+        if not ticket.fresh(self._commit_margin):
+            return f"node {self.node_id} lost the lease the event started under"
+        return None
+
+    def commit_refusal(self, object_id: bytes, ticket: object) -> str | None:
+        reason = self.lapsed(ticket)
+        # An object whose range moved away commits until its new owner pulls it: the
+        # pull waits for those commits and carries them along.
+        if reason is None and not self.owns(object_id) and not self.releasing_object(object_id):
+            reason = "the object moved to another node"
+        return reason
 
     async def caught_up(self, revision: int, timeout: float) -> bool:
         try:

@@ -26,6 +26,7 @@ from abode.node._alarms import AlarmScheduler
 from abode.node._host import Event, ObjectHost, Reply
 from abode.node._metrics import Observer
 from abode.node._object import AlarmInfo
+from abode.node._ownership import Ownership
 from abode.node._sockets import SocketInfo, SocketRegistry
 from abode.node._store import GroupCommitter, Store
 
@@ -42,7 +43,9 @@ class RuntimeConfig:
 
 
 class Runtime:
-    def __init__(self, app: App, store: Store, env: Env, config: RuntimeConfig) -> None:
+    def __init__(
+        self, app: App, store: Store, env: Env, config: RuntimeConfig, fencing: Ownership
+    ) -> None:
         self.app = app
         self.store = store
         self.env = env
@@ -59,6 +62,8 @@ class Runtime:
         # or None; the cluster replaces it. Asked as each call starts, not only when it
         # was admitted: a mailbox may hold calls admitted before the node fenced itself.
         self.refusal: Callable[[bytes], str | None] = lambda object_id: None
+        # Tickets events take when they start and must still hold when they end.
+        self.fencing = fencing
         self.activations = 0
         self.evictions = 0
         self.activation_seconds = 0.0

@@ -74,7 +74,7 @@ class NodeServer:
         self.store = Store(os.path.join(self.config.data_dir, "db"), sync=self.config.sync)
         transport = _DispatchTransport()
         env = Env(self.app.namespaces, transport, call_timeout=self.config.runtime.call_timeout)
-        self.runtime = Runtime(self.app, self.store, env, self.config.runtime)
+        self.runtime = Runtime(self.app, self.store, env, self.config.runtime, self._ownership)
         self.dispatcher = Dispatcher(self.runtime, self._ownership, self.peers)
         transport.dispatcher = self.dispatcher
         await self.runtime.start()

@@ -87,6 +87,7 @@ class OpLoad:
     workers: int = 8
     acked: dict[str, tuple[str, int, float]] = field(default_factory=dict)  # op -> name, value, sent
     answered_at: dict[str, float] = field(default_factory=dict)  # acked op -> when its 200 came
+    acked_by: dict[str, int] = field(default_factory=dict)  # acked op -> pid of the node
     refused: dict[str, str] = field(default_factory=dict)
     ambiguous: dict[str, tuple[str, str]] = field(default_factory=dict)  # op -> name, why
     definite: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -131,6 +132,7 @@ class OpLoad:
                     if status == 200:
                         body = await resp.json()
                         self.answered_at[op] = time.monotonic()
+                        self.acked_by[op] = int(body["pid"])
                         self.acked[op] = (name, int(body["value"]), sent)
                     elif status == 503:
                         self.refused[op] = name
