@@ -128,6 +128,8 @@ class ClusterNode:
         # published through the catch-up's one writer, so no older list lands later.
         self.catchup.begin(self.catchup.initial_waiting())
         live_revision = await self.catchup.publish()
+        assert self.ownership is not None
+        self.ownership.published(self.lease, live_revision)
         # Pulls start only now, at a revision where peers see this node live: from then
         # on they replicate to it, so nothing falls between a pull and replication.
         self.catchup.start(live_revision)

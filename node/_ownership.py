@@ -176,6 +176,12 @@ class RingOwnership(Ownership):
         # the node fenced itself may still commit, yet always before etcd could
         # expire the lease (and another node could become home).
         self._commit_margin = commit_margin
+        # The lease this node last published its live key under, and that key's etcd
+        # revision. Under a new lease the node is home only once its view has reached
+        # that revision: then it shows what happened while the node was away (its old
+        # key's deletion, the homes that took over, its own waiting list), not the
+        # world as it was before a pause.
+        self._published: tuple[Lease | None, int] = (None, 0)
         self.pending = RangeSet()  # ranges this node is pulling: requests wait
         # Ranges that moved away from this node but whose new owner has not pulled them
         # yet: this node still holds their only copy, so events it admitted before the
@@ -199,10 +205,24 @@ class RingOwnership(Ownership):
         if owner == self.node_id:
             if not self._lease_fresh():
                 return Decision.REFUSE, f"node {self.node_id} is fenced (its lease is not fresh)"
+            if (why := self._rejoining(self._lease())) is not None:
+                return Decision.REFUSE, why
             if len(self.pending) and self.pending.contains(ring_position(object_id)):
                 return Decision.WAIT, "object is moving to this node"
             return Decision.LOCAL, ""
         return Decision.FORWARD, self.view.address_of(owner)
+
+    def published(self, lease: Lease, revision: int) -> None:
+        """This node's live key is written under `lease`, at etcd `revision`."""
+        self._published = (lease, revision)
+
+    def _rejoining(self, lease: object) -> str | None:
+        published, revision = self._published
+        if published is None or lease is not published:
+            return f"node {self.node_id} has not published its liveness under this lease"
+        if self.view.revision < revision:
+            return f"node {self.node_id} is rejoining: its view is behind its own live key"
+        return None
 
     def releasing_object(self, object_id: bytes) -> bool:
         """Whether the object moved away but this node still holds it (not yet pulled)."""
@@ -211,7 +231,7 @@ class RingOwnership(Ownership):
     def fenced(self) -> str | None:
         if not self._lease_fresh():
             return f"node {self.node_id} lost its lease"
-        return None
+        return self._rejoining(self._lease())
 
     def ticket(self) -> object:
         return self._lease()
@@ -221,7 +241,7 @@ class RingOwnership(Ownership):
             return f"node {self.node_id} held no lease when the event started"
         if not ticket.fresh(self._commit_margin):
             return f"node {self.node_id} lost the lease the event started under"
-        return None
+        return self._rejoining(ticket)
 
     def commit_refusal(self, object_id: bytes, ticket: object) -> str | None:
         reason = self.lapsed(ticket)

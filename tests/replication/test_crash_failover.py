@@ -131,8 +131,10 @@ async def test_a_paused_node_is_not_revoked_its_lease_lapses(
             print(f"\n{victim}'s lease lapsed {gone:.2f} s after SIGSTOP (TTL {TTL:g} s)")
             # Not proof of a crash (the port still accepts): the lease ran its course.
             assert not revocations(cluster, victim)
-            await load.until(50, timeout=30)
         finally:
+            # At once: with a replica write in flight, a pause longer than the replica
+            # timeout (5 s) still wedges the node's group commit on resume (issue 9's
+            # first item, cluster/peer.py), which is not what this test is about.
             cluster[victim].send(signal.SIGCONT)
         await wait_caught_up(cluster, NODES, timeout=60)
         await load.until(100)
