@@ -90,6 +90,14 @@ async def post_op(load: OpLoad, url: str, name: str, op: str, hold_ms: int = 0) 
         return 0
 
 
+async def get_held(http: aiohttp.ClientSession, url: str, name: str,
+                   op: str) -> tuple[int, int | None]:
+    """A read of the counter that holds the object for HOLD_MS before answering."""
+    async with http.get(f"{url}/Ledger/{name}", params={"op": op, "hold_ms": str(HOLD_MS)},
+                        timeout=aiohttp.ClientTimeout(total=HOLD_MS / 1000 + 15)) as resp:
+        return resp.status, int((await resp.json())["value"]) if resp.status == 200 else None
+
+
 async def test_a_home_paused_past_its_lease_commits_and_answers_nothing_stale(
     cluster: Cluster, http: aiohttp.ClientSession
 ) -> None:
@@ -104,14 +112,24 @@ async def test_a_home_paused_past_its_lease_commits_and_answers_nothing_stale(
     pid = await home_pid(http, urls[0], hot)
     victim = cluster.node_by_pid(pid)
     load = OpLoad(http, urls, names).start()
-    held = f"held-{tag}"
+    held, read = f"held-{tag}", f"read-{tag}"
+    # Another object of the same home, for a read held across the pause.
+    readers = (f"reader{i}-{tag}" for i in range(60))
+
+    async def homed_there() -> str | None:
+        name = next(readers)
+        return name if await home_pid(http, urls[0], name) == pid else None
+
+    reader = await assert_eventually(homed_there, timeout=30, interval=0)
     try:
         await load.until(200)
-        # An event of the hot object reads its counter, then holds across the pause.
+        # Events that read a counter, then hold across the pause: one writes, one answers.
         holding = asyncio.create_task(post_op(load, urls[1], hot, held, HOLD_MS))
-        marker = cluster.records / f"hold-{held}"
-        await assert_eventually(marker.exists, timeout=15)
-        assert int(marker.read_text()) == pid, "the held event runs on the object's home"
+        reading = asyncio.create_task(get_held(http, urls[0], reader, read))
+        for op in (held, read):
+            marker = cluster.records / f"hold-{op}"
+            await assert_eventually(marker.exists, timeout=15)
+            assert int(marker.read_text()) == pid, "the held events run on the objects' home"
         paused_at = time.monotonic()
         cluster[victim].send(signal.SIGSTOP)
         try:
@@ -124,11 +142,12 @@ async def test_a_home_paused_past_its_lease_commits_and_answers_nothing_stale(
             # load's clients may all be waiting on the paused node: write directly.)
             ops = (f"during-{tag}-{i}" for i in range(1000))
 
-            async def new_home_writes() -> bool:
+            async def new_home_writes(name: str) -> bool:
                 op = next(ops)
-                return await post_op(load, urls[0], hot, op) == 200 and load.acked_by[op] != pid
+                return await post_op(load, urls[0], name, op) == 200 and load.acked_by[op] != pid
 
-            await assert_eventually(new_home_writes, timeout=20)
+            await assert_eventually(lambda: new_home_writes(hot), timeout=20)
+            await assert_eventually(lambda: new_home_writes(reader), timeout=20)
         finally:
             resumed_at = time.monotonic()
             cluster[victim].send(signal.SIGCONT)
@@ -146,6 +165,11 @@ async def test_a_home_paused_past_its_lease_commits_and_answers_nothing_stale(
         # It read the counter before the pause: committing would overwrite the writes
         # the replica took meanwhile.
         assert held not in load.acked, f"a stale event committed: {load.acked[held]}"
+        status, seen = await reading
+        newest = max(v for op, (n, v, _) in load.acked.items() if n == reader)
+        print(f"the read held across the pause ended with {status} {seen} (the replica, "
+              f"home meanwhile, wrote up to {newest})")
+        assert status != 200 or (seen is not None and seen >= newest), "a stale read answered"
         await load.until(200)
     finally:
         await load.stop()
