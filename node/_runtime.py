@@ -62,7 +62,8 @@ class Runtime:
         # or None; the cluster replaces it. Asked as each call starts, not only when it
         # was admitted: a mailbox may hold calls admitted before the node fenced itself.
         self.refusal: Callable[[bytes], str | None] = lambda object_id: None
-        # Tickets events take when they start and must still hold when they end.
+        # Fencing tickets: instances take one when they activate; their events commit
+        # and answer only while it holds (node._ownership).
         self.fencing = fencing
         self.activations = 0
         self.evictions = 0

@@ -95,7 +95,8 @@ class Batch:
     index_puts: list[tuple[bytes, bytes]] = field(default_factory=list)
     index_deletes: list[bytes] = field(default_factory=list)
     base: int = 0  # the object's version before this batch
-    # The fencing ticket of the event that wrote it (node._ownership): checked at commit.
+    # The fencing ticket of the object instance that wrote it (node._ownership),
+    # checked at commit.
     ticket: object = None
 
     def __bool__(self) -> bool:
