@@ -43,10 +43,13 @@ __all__ = [
     "EtcdSession",
     "EtcdUnavailableError",
     "Lease",
+    "LiveKey",
     "LiveNode",
     "MembershipSnapshot",
     "MembershipView",
+    "live_key_at",
     "parse_etcd_endpoints",
+    "revoke_live_lease",
 ]
 
 log = logging.getLogger(__name__)
@@ -375,6 +378,62 @@ async def _open_client(endpoint: Endpoint) -> aetcd.Client:
 async def _probe(client: aetcd.Client, timeout: float) -> None:
     # A serializable read of one key is the cheapest call that proves etcd answers.
     await asyncio.wait_for(client.get(b"\0", serializable=True), timeout)
+
+
+# -- a crashed node's lease ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveKey:
+    """A node's live key as etcd holds it now, with the lease it hangs on."""
+
+    node_id: str
+    node: LiveNode
+    lease_id: int
+    mod_revision: int
+
+
+async def live_key_at(session: EtcdSession, address: str) -> LiveKey | None:
+    """The live key that names `address`, read from etcd now (not from a view, which
+    may lag), or None if no live node is there."""
+    prefix = f"{session.prefix}live/"
+    result = await asyncio.wait_for(session.client.get_prefix(prefix.encode()), _RPC_TIMEOUT)
+    for kv in result:
+        node_id = kv.key.decode(errors="replace")[len(prefix):]
+        try:
+            node = _parse_value("live", node_id, kv.value)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
+        if isinstance(node, LiveNode) and node.address == address and kv.lease:
+            return LiveKey(node_id, node, int(kv.lease), int(kv.mod_revision))
+    return None
+
+
+async def revoke_live_lease(session: EtcdSession, key: LiveKey) -> bool:
+    """Revoke the lease of a live key read earlier, if that key still names the same
+    address on the same lease; returns whether this call revoked it.
+
+    The check keeps a restarted node safe: its new process publishes its live key on
+    a fresh lease, which a stale suspicion must never end. (Between the check and the
+    revoke the key can only move to another lease, which the revoke then leaves alone.)
+    """
+    current = await asyncio.wait_for(
+        session.client.get(session.live_key(key.node_id)), _RPC_TIMEOUT)
+    if current is None or int(current.lease) != key.lease_id:
+        return False
+    try:
+        node = _parse_value("live", key.node_id, current.value)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return False
+    if not isinstance(node, LiveNode) or node.address != key.node.address:
+        return False
+    try:
+        await asyncio.wait_for(session.client.revoke_lease(key.lease_id), _RPC_TIMEOUT)
+    except aetcd.exceptions.ClientError as e:
+        if "not found" in str(e).lower():
+            return False  # it expired, or someone else revoked it, meanwhile
+        raise
+    return True
 
 
 # -- leases -------------------------------------------------------------------------------

@@ -23,6 +23,9 @@ class Batch:
     index_puts: list[tuple[bytes, bytes]] = field(default_factory=list)
     index_deletes: list[bytes] = field(default_factory=list)
     base: int = 0  # the object's version before this batch
+    # The fencing ticket of the object instance that wrote it (node._ownership),
+    # checked at commit; it never leaves the node.
+    ticket: object = None
 
     def __bool__(self) -> bool:
         return bool(self.puts or self.deletes or self.index_puts or self.index_deletes)

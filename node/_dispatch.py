@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from abode.cluster.errors import AbodeError, CallTimeout, Unavailable
@@ -29,14 +30,16 @@ HANDOFF_WAIT_SECONDS = 10.0
 class PeerPool:
     """One stream per peer node, opened on first use."""
 
-    def __init__(self, node_id: str = "") -> None:
+    def __init__(self, node_id: str = "", on_lost: Callable[[str], None] | None = None) -> None:
         self._node_id = node_id  # names this node to peers (the sender of replica writes)
+        self._on_lost = on_lost  # a peer's stream broke (crash detection)
         self._peers: dict[str, PeerClient] = {}
 
     def get(self, address: str) -> PeerClient:
         peer = self._peers.get(address)
         if peer is None:
-            peer = self._peers[address] = PeerClient(address, node_id=self._node_id)
+            peer = self._peers[address] = PeerClient(
+                address, node_id=self._node_id, on_lost=self._on_lost)
         return peer
 
     async def close(self) -> None:

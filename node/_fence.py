@@ -26,7 +26,17 @@ class Fence(Protocol):
         ...
 
     def commit_refusal(self, batch: Batch) -> str | None:
-        """Why the batch must not be made durable (lost lease, object moved), or None."""
+        """Why the batch must not be made durable (its ticket lapsed, object moved), or
+        None."""
+        ...
+
+    def ticket(self) -> object:
+        """What an object instance takes when it activates: its events commit and
+        answer only while ``lapsed`` finds nothing wrong with it (node._ownership)."""
+        ...
+
+    def lapsed(self, ticket: object) -> str | None:
+        """Why work begun under ``ticket`` may no longer commit or answer, or None."""
         ...
 
     def term(self) -> int:
@@ -48,6 +58,12 @@ class StaticFence:
         return None
 
     def commit_refusal(self, batch: Batch) -> str | None:
+        return None
+
+    def ticket(self) -> object:
+        return None
+
+    def lapsed(self, ticket: object) -> str | None:
         return None
 
     def term(self) -> int:

@@ -99,6 +99,9 @@ class ObjectHost:
         # The last commit of the instance this one replaces (after a reset): activation
         # waits for it, so the fresh instance reads what earlier events wrote.
         self.after: asyncio.Future[None] | None = None
+        # The lease this instance's cache was built under (node._ownership, fencing
+        # tickets): its events commit and answer only while that lease is fresh.
+        self.ticket: object = None
 
     # -- admission ------------------------------------------------------------------
     def submit(self, ev: Event) -> None:
@@ -191,6 +194,10 @@ class ObjectHost:
                 if ev.kind in _CALLS and (refusal := self.runtime.refusal(self.id.raw)):
                     _reply(ev, Unavailable(refusal, retry_after=1.0))  # never ran: retryable
                     continue
+                if self._outlived_lease():
+                    self.queue.appendleft(ev)  # for the fresh instance that takes over
+                    self.broken = True
+                    break
                 await self._run(ev)
         finally:
             self.pump = None
@@ -198,10 +205,18 @@ class ObjectHost:
             if self.broken:
                 self.runtime.reset(self)
 
+    def _outlived_lease(self) -> bool:
+        """Whether the node lost the lease this instance began under and holds a new
+        one: another node may have been home meanwhile, so a fresh instance (reading
+        storage again) must take over."""
+        fence = self.runtime.fence
+        return fence.lapsed(self.ticket) is not None and fence.lapsed(fence.ticket()) is None
+
     async def _activate(self) -> bool:
         if self.after is not None and not self.after.done():
             await asyncio.wait([self.after])
         t0 = time.perf_counter()
+        self.ticket = self.runtime.fence.ticket()
         # Sockets stored with the object whose routers still reach this node are its
         # own again (after a failover the registry of the old home is gone).
         self.runtime.sockets.restore(self.id.raw, self.id.namespace)
@@ -270,7 +285,14 @@ class ObjectHost:
                 log.error("%s handler of %s/%s raised\n%s", ev.kind, self.id.namespace,
                           self.id.name or self.id.hex[:16], format_user_traceback(exc))
         else:
-            self._commit(storage.end(), alarm)
+            if (lapsed := self.runtime.fence.lapsed(self.ticket)) is not None:
+                # What it read may be stale by now: it neither commits nor answers.
+                storage.discard()
+                outcome = CommitFailed(f"the object's writes were refused: {lapsed}")
+                self.broken = True
+                self._failed(ev)
+            else:
+                self._commit(storage.end(), alarm)
         finally:
             current_chain.reset(token)
             current_deadline.reset(deadline_token)
@@ -344,6 +366,7 @@ class ObjectHost:
     def _commit(self, batch: Any, alarm: tuple[int | None] | None = None) -> None:
         if not batch:
             return
+        batch.ticket = self.ticket
         fut = self.runtime.committer.submit(batch)
         self.storage.last_commit = fut
         ns, oid = self.id.namespace, self.id.raw

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from abode.cluster.app import App
+from abode.cluster.crashes import CrashDetector
 from abode.cluster.membership import EtcdSession, Lease, MembershipView
 from abode.cluster.retry import until_done
 from abode.cluster.ring import Member
@@ -63,11 +64,14 @@ class ClusterNode:
         self.session = session
         self.view = view
         self._tasks = tasks
+        # Peers this node replicates to break their streams when they crash.
+        self.crashes = CrashDetector(session)
         self.lease: Lease | None = None
         node_id = config.node_id
         # Until it holds a fresh lease this node is fenced: it executes nothing.
-        self.ownership = RingOwnership(node_id, view, self._fresh)
-        peers = PeerPool(node_id)
+        self.ownership = RingOwnership(node_id, view, self._fresh, lease=lambda: self.lease,
+                                       commit_margin=member.fencing_margin / 2)
+        peers = PeerPool(node_id, self.crashes.suspect)
         self.replicator = Replicator(node_id, view, peers)
         # With one copy per object (fixed when the cluster was created) nothing replicates.
         replicate = self.replicator.replicate if view.replicas > 1 else None
@@ -153,6 +157,8 @@ class ClusterNode:
         # published through the catch-up's one writer, so no older list lands later.
         self.catchup.begin(self.catchup.initial_waiting())
         live_revision = await self.catchup.publish()
+        assert self.ownership is not None
+        self.ownership.published(self.lease, live_revision)
         # Pulls start only now, at a revision where peers see this node live: from then
         # on they replicate to it, so nothing falls between a pull and replication.
         self.catchup.start(live_revision)
@@ -197,18 +203,13 @@ class ClusterNode:
         return reason
 
     def commit_refusal(self, batch: Batch) -> str | None:
-        # Commits keep half the margin admission keeps: an event admitted just before
-        # the node fenced itself may still commit, yet always before etcd could expire
-        # the lease (and another node could become home).
-        reason = None
-        if self.lease is None or not self.lease.fresh(self.member.fencing_margin / 2):
-            reason = f"node {self.node_id} lost its lease"
-        oid = batch.object_id
-        # An object whose range moved away commits until its new owner pulls it: the
-        # pull waits for those commits and carries them along.
-        if reason is None and not self.ownership.owns(oid) and not self.ownership.releasing_object(oid):
-            reason = "the object moved to another node"
-        return reason
+        return self.ownership.commit_refusal(batch.object_id, batch.ticket)
+
+    def ticket(self) -> object:
+        return self.ownership.ticket()
+
+    def lapsed(self, ticket: object) -> str | None:
+        return self.ownership.lapsed(ticket)
 
     async def _supervise_lease(self) -> None:
         """A lease etcd expired (e.g. after a partition) is replaced, and liveness renewed."""
@@ -243,6 +244,7 @@ class ClusterNode:
             await asyncio.wait([self._supervisor])
         for unsubscribe in self._unsubscribe:
             unsubscribe()
+        await self.crashes.stop()
         await self.handoff.stop()
         await self.catchup.stop()
         await self.view.stop()

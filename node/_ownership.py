@@ -12,6 +12,16 @@ the new revision and finish what it started); until then calls wait, and the wri
 the previous home still commits are taken as a replica's. The previous home lets
 the events it admitted finish and commit until that fence arrives: nothing that ran
 under its epoch fails because the home moved.
+
+Fencing tickets: an object instance takes a ticket when it activates (the lease the
+node holds then); its events' writes commit, and their outputs leave, only while that
+same lease is still fresh, and once it lapsed a fresh instance (reading storage
+again) takes over. Checking the node's *current* lease is not enough: after a pause
+longer than the TTL (SIGSTOP, a VM stall) the node may already hold a new lease, and
+be home again, when an event that started under the old one ends, or when an event
+queued meanwhile runs on a cache from before, while another node was home in between
+and changed the object. A lease, once lapsed, never turns fresh again, so a ticket is
+the lease's deadline as of the activation, moved on only by renewals of that lease.
 """
 
 from __future__ import annotations
@@ -22,9 +32,11 @@ import enum
 from collections.abc import Callable, Iterable
 
 from abode.cluster.ids import ring_position
-from abode.cluster.membership import LiveNode, MembershipView
+from abode.cluster.membership import Lease, LiveNode, MembershipView
 from abode.cluster.placement import home_of, pick_home, unavailable
 from abode.cluster.ring import KEYSPACE, Ring
+
+_UNFENCED = object()  # one node, no leases: the ticket of `abode dev`
 
 
 class Decision(enum.Enum):
@@ -50,6 +62,18 @@ class Ownership:
     def fenced(self) -> str | None:
         """Why commits must be refused right now, or None."""
         return None
+
+    def ticket(self) -> object:
+        """What an instance holds from its activation: its commits are checked against it."""
+        return _UNFENCED
+
+    def lapsed(self, ticket: object) -> str | None:
+        """Why work begun under `ticket` may no longer commit or answer, or None."""
+        return None if ticket is _UNFENCED else "the event has no fencing ticket"
+
+    def commit_refusal(self, object_id: bytes, ticket: object) -> str | None:
+        """Why a batch of `object_id` taken under `ticket` must not be committed."""
+        return self.lapsed(ticket)
 
     async def caught_up(self, revision: int, timeout: float) -> bool:
         return True
@@ -153,11 +177,23 @@ class PositionSet:
 
 class RingOwnership(Ownership):
     def __init__(
-        self, node_id: str, view: MembershipView, lease_fresh: Callable[[], bool]
+        self, node_id: str, view: MembershipView, lease_fresh: Callable[[], bool], *,
+        lease: Callable[[], Lease | None], commit_margin: float,
     ) -> None:
         self.node_id = node_id
         self.view = view
         self._lease_fresh = lease_fresh
+        self._lease = lease
+        # Commits keep less of a margin than admission: an event admitted just before
+        # the node fenced itself may still commit, yet always before etcd could
+        # expire the lease (and another node could become home).
+        self._commit_margin = commit_margin
+        # The lease this node last published its live key under, and that key's etcd
+        # revision. Under a new lease the node is home only once its view has reached
+        # that revision: then it shows what happened while the node was away (its old
+        # key's deletion, the homes that took over, its own waiting list), not the
+        # world as it was before a pause.
+        self._published: tuple[Lease | None, int] = (None, 0)
         self.pending = RangeSet()  # ranges this node is pulling: requests wait
         # Ranges that moved away from this node but whose new owner has not pulled them
         # yet: this node still holds their only copy, so events it admitted before the
@@ -194,6 +230,8 @@ class RingOwnership(Ownership):
         if owner == self.node_id:
             if not self._lease_fresh():
                 return Decision.REFUSE, f"node {self.node_id} is fenced (its lease is not fresh)"
+            if (why := self._rejoining(self._lease())) is not None:
+                return Decision.REFUSE, why
             if self._arriving(object_id, prefs):
                 return Decision.WAIT, "object is moving to this node"
             return Decision.LOCAL, ""
@@ -211,6 +249,18 @@ class RingOwnership(Ownership):
             return False
         live = self.view.live
         return any(p in self.unfenced and p in live for p in prefs if p != self.node_id)
+
+    def published(self, lease: Lease, revision: int) -> None:
+        """This node's live key is written under `lease`, at etcd `revision`."""
+        self._published = (lease, revision)
+
+    def _rejoining(self, lease: object) -> str | None:
+        published, revision = self._published
+        if published is None or lease is not published:
+            return f"node {self.node_id} has not published its liveness under this lease"
+        if self.view.revision < revision:
+            return f"node {self.node_id} is rejoining: its view is behind its own live key"
+        return None
 
     def releasing_object(self, object_id: bytes) -> bool:
         """Whether the object moved away but this node still finishes what it admitted
@@ -271,7 +321,25 @@ class RingOwnership(Ownership):
     def fenced(self) -> str | None:
         if not self._lease_fresh():
             return f"node {self.node_id} lost its lease"
-        return None
+        return self._rejoining(self._lease())
+
+    def ticket(self) -> object:
+        return self._lease()
+
+    def lapsed(self, ticket: object) -> str | None:
+        if not isinstance(ticket, Lease):
+            return f"node {self.node_id} held no lease when the event started"
+        if not ticket.fresh(self._commit_margin):
+            return f"node {self.node_id} lost the lease the event started under"
+        return self._rejoining(ticket)
+
+    def commit_refusal(self, object_id: bytes, ticket: object) -> str | None:
+        reason = self.lapsed(ticket)
+        # An object whose range moved away commits until its new owner pulls it: the
+        # pull waits for those commits and carries them along.
+        if reason is None and not self.owns(object_id) and not self.releasing_object(object_id):
+            reason = "the object moved to another node"
+        return reason
 
     async def caught_up(self, revision: int, timeout: float) -> bool:
         try:

@@ -154,7 +154,7 @@ class Replicator:
             if not owed:
                 break
             self.retries += 1
-            await asyncio.sleep(backoff)
+            await self._pause(backoff, revision)
             backoff = min(backoff * 2, 0.5)
             revision = self.view.revision
         self.last_latency = loop.time() - t0
@@ -164,6 +164,15 @@ class Replicator:
             log.warning("replication failed for %d batches: %s", len(failed),
                         next(iter(failed.values())))
         return failed
+
+    async def _pause(self, seconds: float, revision: int) -> None:
+        """Wait before asking again, but only until membership changes: a replica whose
+        lease just ended (a crash its peers proved and revoked) is forgiven at once,
+        not a backoff later."""
+        try:
+            await self.view.wait_for(lambda v: v.revision > revision, seconds)
+        except TimeoutError:
+            pass
 
     async def _attempt(
         self, node: str, batches: list[Batch], revision: int

@@ -46,6 +46,7 @@ class RouterServer:
         healthy: Callable[[], dict[str, object] | None] | None = None,
         survive_node_loss: Callable[[], bool] = lambda: False,
         metrics: RouterMetrics | None = None,
+        on_node_lost: Callable[[str], None] | None = None,
     ) -> None:
         self.metrics = metrics
         # What /_abode/health reports, or None while the router cannot route.
@@ -57,12 +58,18 @@ class RouterServer:
         self.transport = RouterTransport(placement, router_id=self.router_id)
         self.hub = SocketHub(self.router_id, self.transport, survive_node_loss=survive_node_loss)
         self.transport.on_frames = self.hub.on_frames
-        self.transport.on_lost = self.hub.on_lost
+        self._on_node_lost = on_node_lost
+        self.transport.on_lost = self._node_lost
         self.env = Env(app.namespaces, RecordingTransport(self.transport),
                        call_timeout=config.call_timeout)
         self._runner: web.AppRunner | None = None
         self._serving: asyncio.Task[None] | None = None
         self.port = 0
+
+    def _node_lost(self, address: str) -> None:
+        self.hub.on_lost(address)
+        if self._on_node_lost is not None:
+            self._on_node_lost(address)  # e.g. crash detection (cluster.crashes)
 
     @property
     def url(self) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from abode.cluster.app import load_app
 from abode.cluster.cli._common import host_of, metrics_url, start_metrics, write_ready
+from abode.cluster.crashes import CrashDetector
 from abode.cluster.membership import EtcdSession, Lease, MembershipView
 from abode.cluster.metrics import new_registry
 from abode.cluster.placement import RingPlacement
@@ -117,10 +118,13 @@ async def run_router(cfg: RouterProcessConfig, stop: asyncio.Event) -> None:
         view = await MembershipView.start(session, tasks=sup)
         registry = new_registry()
         router_metrics = RouterMetrics(registry, view) if cfg.metrics_port is not None else None
+        # This router keeps a stream to every live node: the first to see one crash.
+        crashes = CrashDetector(session)
         server = RouterServer(
             app, RingPlacement(view), cfg.router, tasks=sup,
             healthy=lambda: _health(view),
             survive_node_loss=lambda: view.replicas > 1, metrics=router_metrics,
+            on_node_lost=crashes.suspect,
         )
 
         async def connect_all(view: MembershipView) -> None:
@@ -174,6 +178,7 @@ async def run_router(cfg: RouterProcessConfig, stop: asyncio.Event) -> None:
                 keeper.cancel()
                 await asyncio.wait([keeper])
             stop_connecting()  # nodes stopping now must not reopen streams we are closing
+            await crashes.stop()  # streams closed now are no news of a crash
             await server.stop()
             if lease is not None:
                 await lease.revoke()

@@ -7,6 +7,10 @@ tell which node was the object's home.
   by one and ``op:ID`` records the value it got. The answer is the new value. ``GET``
   returns the counter and every applied operation (``{"value", "ops": {id: value}}``),
   so a test can compare the final state with what the clients were told.
+  ``&hold_ms=N`` makes the POST wait N ms between reading the counter and writing it,
+  and a ``GET ?op=ID&hold_ms=N`` wait between reading it and answering (events that
+  span a pause of their node); each first creates the file
+  ``$ABODE_TEST_RECORD_DIR/hold-{op}``, so a test knows the event is running.
 - ``Alarmist``: ``POST /Alarmist/{name}?in_ms=N`` sets the alarm N ms from now;
   ``alarm()`` records which process fired it and when. ``GET`` reports both.
 - ``Chat``: a room of hibernatable WebSockets (``/Chat/{name}/ws?user=U``). Each text
@@ -17,9 +21,11 @@ tell which node was the object's home.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from abode import DurableObject, Request, Response, WebSocket
@@ -33,6 +39,7 @@ class Ledger(DurableObject):
         if request.method == "POST":
             op = request.query.get("op", "")
             value = await storage.get("value", 0) + 1
+            await _hold(request)
             puts: dict[str, Any] = {"value": value}
             if op:
                 # An operation applied twice would show as a second value for its id;
@@ -47,7 +54,17 @@ class Ledger(DurableObject):
                 "ops": {k[len(OP):]: v for k, v in ops.items()},
                 "pid": os.getpid(),
             })
-        return Response.json({"value": await storage.get("value", 0), "pid": os.getpid()})
+        value = await storage.get("value", 0)
+        await _hold(request)
+        return Response.json({"value": value, "pid": os.getpid()})
+
+
+async def _hold(request: Request) -> None:
+    if hold := int(request.query.get("hold_ms", "0")):
+        directory = os.environ.get("ABODE_TEST_RECORD_DIR")
+        if directory:
+            Path(directory, f"hold-{request.query.get('op', '')}").write_text(str(os.getpid()))
+        await asyncio.sleep(hold / 1000)
 
 
 class Alarmist(DurableObject):
