@@ -23,12 +23,32 @@ current_chain: ContextVar[bytes | None] = ContextVar("abode_chain", default=None
 # When the caller of the running event stops waiting (time.monotonic()); inf if never.
 current_deadline: ContextVar[float] = ContextVar("abode_deadline", default=math.inf)
 
+
+
+class Effects:
+    """What the running event did beyond its own object. An event whose writes are
+    refused at commit (its object moved, its lease lapsed) had no effect at all unless
+    it called another object: only then is the refusal not safe to retry."""
+
+    __slots__ = ("called_out",)
+
+    def __init__(self) -> None:
+        self.called_out = False
+
+
+current_effects: ContextVar[Effects | None] = ContextVar("abode_effects", default=None)
+
+
 # Time a callee's timeout leaves its caller to handle the timeout and still answer.
 _HANDLING_MARGIN = 0.5
 
 
 def chain_for_call() -> bytes:
-    """The running event's chain, or a fresh one for a call that starts a chain."""
+    """The running event's chain, or a fresh one for a call that starts a chain; the
+    running event is marked as having called out."""
+    effects = current_effects.get()
+    if effects is not None:
+        effects.called_out = True
     return current_chain.get() or os.urandom(8)
 
 

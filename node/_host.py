@@ -25,13 +25,14 @@ from abode.cluster.errors import (
     CallTimeout,
     CommitFailed,
     Overloaded,
+    Refused,
     RemoteError,
     Unavailable,
     UnknownMethod,
 )
 from abode.cluster.http import Request, Response
 from abode.cluster.ids import ObjectId
-from abode.cluster.invocation import current_chain, current_deadline
+from abode.cluster.invocation import Effects, current_chain, current_deadline, current_effects
 from abode.cluster.sockets import Frame
 from abode.cluster.user_code import format_user_traceback
 from abode.node._object import (
@@ -44,7 +45,7 @@ from abode.node._object import (
 from abode.node._sockets import SocketInfo
 from abode.node._storage import Frame as StorageFrame
 from abode.node._storage import Storage
-from abode.node._store import DiskFull
+from abode.node._store import CommitFenced, DiskFull
 from abode.node._websocket import WebSocket
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class Event:
     frame: StorageFrame | None = None  # the event's storage layers
     accepted: list[SocketInfo] | None = None
     undo: list[Callable[[], None]] | None = None  # in-memory socket changes, undone on raise
+    effects: Effects = field(default_factory=Effects)  # whether it called other objects
     queued: float = field(default_factory=time.monotonic)  # arrival (metrics: wait time)
 
 
@@ -256,6 +258,7 @@ class ObjectHost:
         ev.frame = storage.begin(outer.frame if nested and outer is not None else None)
         token = current_chain.set(ev.chain)
         deadline_token = current_deadline.set(ev.deadline)
+        effects_token = current_effects.set(ev.effects)
         outcome: Any
         alarm: tuple[int | None] | None = None
         try:
@@ -288,7 +291,7 @@ class ObjectHost:
             if (lapsed := self.runtime.fence.lapsed(self.ticket)) is not None:
                 # What it read may be stale by now: it neither commits nor answers.
                 storage.discard()
-                outcome = CommitFailed(f"the object's writes were refused: {lapsed}")
+                outcome = _refused(ev, lapsed)
                 self.broken = True
                 self._failed(ev)
             else:
@@ -296,6 +299,7 @@ class ObjectHost:
         finally:
             current_chain.reset(token)
             current_deadline.reset(deadline_token)
+            current_effects.reset(effects_token)
             self.running = outer
             self.last_used = time.monotonic()
             if ev.kind == "task":
@@ -384,24 +388,39 @@ class ObjectHost:
     def _gate(self, ev: Event, outcome: Any) -> None:
         fut = self.storage.last_commit
         if fut is None or fut.done():
-            self._release(ev, _after_commit(fut, outcome))
+            self._release(ev, _after_commit(fut, outcome, ev))
         else:
-            fut.add_done_callback(lambda f: self._release(ev, _after_commit(f, outcome)))
+            fut.add_done_callback(lambda f: self._release(ev, _after_commit(f, outcome, ev)))
 
     def _release(self, ev: Event, outcome: Any) -> None:
         _reply(ev, outcome)
-        if ev.frames and not isinstance(outcome, CommitFailed | DiskFull):
+        # A refused or failed commit: the event's writes are gone, so are its outputs.
+        if ev.frames and not isinstance(outcome, CommitFailed | Refused):
             push = self.runtime.sockets.push
             for router, frame in ev.frames:
                 push(router, frame)
 
 
-def _after_commit(fut: asyncio.Future[None] | None, outcome: Any) -> Any:
+def _refused(ev: Event, why: str) -> AbodeError:
+    """The outcome of an event whose writes were refused before they reached the disk
+    (the object moved or the lease it ran under lapsed): its writes and outputs are
+    dropped, so unless it called another object it had no effect, and the caller may
+    run it again at the object's home (a 503 the router retries), as with a call
+    refused before it ran."""
+    if ev.effects.called_out:
+        return CommitFailed(f"the object's writes were refused: {why}")
+    return Unavailable(f"the object's writes were refused, nothing of the event took "
+                       f"effect: {why}", retry_after=0.1)
+
+
+def _after_commit(fut: asyncio.Future[None] | None, outcome: Any, ev: Event) -> Any:
     if fut is not None and (fut.cancelled() or fut.exception() is not None):
         if isinstance(exc := None if fut.cancelled() else fut.exception(), CommitFailed):
             return exc  # e.g. CommitUncertain: a replica did not take the writes
         if isinstance(exc, DiskFull):
             return exc  # 503 with a reason: nothing was written, nothing left the node
+        if isinstance(exc, CommitFenced):
+            return _refused(ev, str(exc))
         return CommitFailed("the object's writes could not be made durable; it was reset")
     return outcome
 
