@@ -81,8 +81,9 @@ class Child:
             steady = now - self.started > STEADY
             self.backoff = RESTART_FIRST if steady else min(self.backoff * 2, RESTART_MAX)
             self.restart_at = now + self.backoff
-            print(f"abode up: {self.failure(f'exited with {code}')}\nabode up: restarting "
-                  f"{self.name} in {self.backoff:g} s", file=sys.stderr, flush=True)
+            print(f"abode up: "
+                  f"{self.failure(f'exited with {code}; restarting it in {self.backoff:g} s')}",
+                  file=sys.stderr, flush=True)
             return False
         if now < self.restart_at:
             return False
