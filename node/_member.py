@@ -88,6 +88,8 @@ class ClusterNode:
         self._stopped = False
         self._fenced = False
         self._disk_full = ""  # published in the live key, so routers' health says so
+        self._disk_ok = asyncio.Event()
+        self._disk_ok.set()
 
     @classmethod
     async def open(
@@ -151,7 +153,7 @@ class ClusterNode:
 
     async def _go_live(self) -> None:
         """Take a lease and publish liveness, waiting on every peer until caught up."""
-        assert self.catchup is not None
+        await self._disk_ok.wait()  # a node that cannot write stays out (see _storage_state)
         self.lease = await self.session.start_lease(tasks=self._tasks)
         # The waiting list is set before anything can publish with the new lease, and
         # published through the catch-up's one writer, so no older list lands later.
@@ -172,7 +174,20 @@ class ClusterNode:
 
     def _storage_state(self, full: str | None) -> None:
         self._disk_full = full or ""
-        if self.lease is not None:
+        if full is None:
+            self._disk_ok.set()  # lease supervision takes a lease again and catches up
+        else:
+            self._disk_ok.clear()
+        if self.lease is None or self.lease.expired:
+            return
+        if full is not None and self.view.replicas > 1:
+            # Its copies elsewhere serve meanwhile: leaving liveness moves its objects
+            # to their next homes and stops homes waiting for it as a replica. Once it
+            # can write again it rejoins and catches up what it missed.
+            log.warning("node %s leaves liveness until its disk has space again",
+                        self.node_id)
+            self.server.runtime.spawn(self.lease.revoke())
+        else:
             self.server.runtime.spawn(self._republish())
 
     async def _republish(self) -> None:

@@ -85,3 +85,52 @@ async def test_a_full_disk_answers_503_says_so_and_resumes_by_itself(
 
     await assert_eventually(health_is_clear, timeout=15.0)
     assert "disk full" in cluster.logs("n1") and "writes resume" in cluster.logs("n1")
+
+
+async def test_with_replicas_a_full_node_steps_out_and_its_copies_serve(
+    small_disk: Path, cluster: Cluster, http: aiohttp.ClientSession
+) -> None:
+    """With --replicas 2 a node whose disk fills leaves liveness: its objects move to
+    their other copy and homes stop waiting for it as a replica; once it has space it
+    rejoins and catches up. No acknowledged write is lost across both changes."""
+    cluster.start_node("n1", replicas=2)
+    cluster.start_node("n2", replicas=2, data=small_disk)
+    cluster.start_router()
+    router = cluster.router_urls[0]
+    names = [f"replicated-disk-{i}" for i in range(8)]
+    acked = dict.fromkeys(names, 0)
+    uncertain = dict.fromkeys(names, 0)  # 502s: their write may or may not have landed
+
+    async def write_all(allowed: set[int]) -> set[int]:
+        statuses = set()
+        for name in names:
+            async with http.post(f"{router}/Tally/{name}") as r:
+                status, body = r.status, await r.json(content_type=None)
+            assert status in allowed, (name, status, body)
+            statuses.add(status)
+            if status == 200:
+                # Every acknowledged write is there, each once.
+                assert acked[name] < body["value"] <= acked[name] + 1 + uncertain[name], body
+                acked[name], uncertain[name] = body["value"], 0
+            elif status == 502:
+                uncertain[name] += 1
+        return statuses
+
+    assert await write_all({200}) == {200}
+    fill_filesystem(small_disk / "junk")
+
+    async def served_without_n2() -> bool:
+        statuses = await write_all({200, 502, 503})
+        return statuses == {200} and "n2" not in (await cluster.info("n1")).waiting \
+            and cluster.status()["n2"]["live"] == "no"
+
+    await assert_eventually(served_without_n2, timeout=45.0, interval=0.2)
+    assert "leaves liveness until its disk has space again" in cluster.logs("n2")
+
+    os.remove(small_disk / "junk")
+
+    async def n2_back() -> bool:
+        return cluster.status()["n2"]["live"] == "yes" and not (await cluster.info("n2")).waiting
+
+    await assert_eventually(n2_back, timeout=45.0, interval=0.2)
+    assert await write_all({200}) == {200}
