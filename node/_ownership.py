@@ -304,15 +304,24 @@ class RingOwnership(Ownership):
         # Cut at both rings' boundaries, so each piece has one list in each ring.
         cuts = sorted({s for s, _ in old_ring.arcs()} | {s for s, _ in ring.arcs()})
         moved: dict[str, list[tuple[int, int]]] = {}
+        back: list[tuple[int, int]] = []
         for start, end in zip(cuts, [*cuts[1:], KEYSPACE], strict=True):
-            before = old_ring.preference_list(start, n)
-            if self.node_id not in before or pick_home(before, old_live) != self.node_id:
+            before, after = old_ring.preference_list(start, n), ring.preference_list(start, n)
+            if self.node_id not in before and self.node_id not in after:
                 continue
-            now = pick_home(ring.preference_list(start, n), live)
-            if now is not None and now != self.node_id:
+            was = pick_home(before, old_live) == self.node_id
+            now = pick_home(after, live)
+            if was and now is not None and now != self.node_id:
                 moved.setdefault(now, []).append((start, end))
+            elif now == self.node_id and not was:
+                back.append((start, end))
         for node, ranges in moved.items():
             self._moved_away.setdefault(node, PositionSet()).add(ranges)
+        if back:
+            # Home here again (say after this node's own lease lapsed): no one else
+            # will fence it for those objects, and it needs no leave to commit them.
+            for node in list(self._moved_away):
+                self.handed_over(node, back)
 
     def _wake(self) -> None:
         self._changed.set()
