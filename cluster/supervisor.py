@@ -59,9 +59,17 @@ class Supervisor:
         self._entered = True
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, et: Any, exc: Any, tb: Any) -> None:
         await self.stop()
-        await self._group.__aexit__(*exc)
+        try:
+            await self._group.__aexit__(et, exc, tb)
+        except BaseExceptionGroup as group:
+            # Tasks never raise into the group (``_guard`` catches), so what it holds is
+            # the body's own exception (the store is locked, the port is taken): raise
+            # it as itself, for the callers that catch it by type.
+            if exc is not None and list(group.exceptions) == [exc]:
+                raise exc from None
+            raise
 
     @property
     def stopping(self) -> bool:

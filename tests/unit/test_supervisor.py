@@ -97,3 +97,20 @@ async def test_endings_while_stopping_are_not_failures() -> None:
         stop.set()
         await asyncio.sleep(0.01)
     assert sup.failure is None
+
+
+async def test_an_error_of_the_body_leaves_as_itself_after_the_tasks_stop() -> None:
+    # `abode` maps exceptions to one-line reasons by type (a locked data directory, a
+    # port taken): a group around them would hide them.
+    started = asyncio.Event()
+
+    async def runs() -> None:
+        started.set()
+        await forever()
+
+    with pytest.raises(PermissionError, match="locked"):
+        async with Supervisor("proc") as sup:
+            task = sup.start("server", runs())
+            await started.wait()
+            raise PermissionError("locked")
+    assert task.cancelled()
