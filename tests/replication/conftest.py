@@ -11,6 +11,7 @@ import pytest
 from tests.cluster.conftest import etcd  # noqa: F401  (a fixture, used by name below)
 from tests.cluster.etcd import EtcdProcess
 from tests.cluster.harness import Cluster
+from tests.replication import netns
 
 APP = "tests.apps.replication_app"
 
@@ -37,3 +38,16 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         connector=aiohttp.TCPConnector(limit=100), timeout=aiohttp.ClientTimeout(total=30)
     ) as session:
         yield session
+
+
+@pytest.fixture
+def net() -> Iterator[netns.Netns]:
+    """A network namespace of its own for one node (tests/replication/netns.py)."""
+    why = netns.available()
+    if why is not None:
+        pytest.fail(f"network namespaces are not available: {why}")
+    handle = netns.Netns.create()
+    try:
+        yield handle
+    finally:
+        handle.delete()

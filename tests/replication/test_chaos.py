@@ -83,18 +83,6 @@ def _lost_report(load: OpLoad, finals: dict[str, dict[str, Any]], events: list[E
 
 
 @pytest.fixture
-def net() -> Iterator[netns.Netns]:
-    why = netns.available()
-    if why is not None:
-        pytest.fail(f"network namespaces are not available: {why}")
-    handle = netns.Netns.create()
-    try:
-        yield handle
-    finally:
-        handle.delete()
-
-
-@pytest.fixture
 def chaos_cluster(
     tmp_path: Path, net: netns.Netns, request: pytest.FixtureRequest
 ) -> Iterator[Cluster]:

@@ -59,18 +59,6 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 
 
 @pytest.fixture
-def net() -> Iterator[netns.Netns]:
-    why = netns.available()
-    if why is not None:
-        pytest.fail(f"network namespaces are not available: {why}")
-    handle = netns.Netns.create()
-    try:
-        yield handle
-    finally:
-        handle.delete()
-
-
-@pytest.fixture
 def split_cluster(
     tmp_path: Path, net: netns.Netns, request: pytest.FixtureRequest
 ) -> Iterator[Cluster]:
