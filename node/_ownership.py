@@ -36,8 +36,6 @@ from abode.cluster.membership import Lease, LiveNode, MembershipView
 from abode.cluster.placement import home_of, pick_home, unavailable
 from abode.cluster.ring import KEYSPACE, Ring
 
-_UNFENCED = object()  # one node, no leases: the ticket of `abode dev`
-
 
 class Decision(enum.Enum):
     LOCAL = "local"
@@ -62,18 +60,6 @@ class Ownership:
     def fenced(self) -> str | None:
         """Why commits must be refused right now, or None."""
         return None
-
-    def ticket(self) -> object:
-        """What an instance holds from its activation: its commits are checked against it."""
-        return _UNFENCED
-
-    def lapsed(self, ticket: object) -> str | None:
-        """Why work begun under `ticket` may no longer commit or answer, or None."""
-        return None if ticket is _UNFENCED else "the event has no fencing ticket"
-
-    def commit_refusal(self, object_id: bytes, ticket: object) -> str | None:
-        """Why a batch of `object_id` taken under `ticket` must not be committed."""
-        return self.lapsed(ticket)
 
     async def caught_up(self, revision: int, timeout: float) -> bool:
         return True
@@ -333,9 +319,11 @@ class RingOwnership(Ownership):
         return self._rejoining(self._lease())
 
     def ticket(self) -> object:
+        """What an instance takes when it activates: the lease the node holds now."""
         return self._lease()
 
     def lapsed(self, ticket: object) -> str | None:
+        """Why work begun under ``ticket`` may no longer commit or answer, or None."""
         if not isinstance(ticket, Lease):
             return f"node {self.node_id} held no lease when the event started"
         if not ticket.fresh(self._commit_margin):
@@ -343,6 +331,7 @@ class RingOwnership(Ownership):
         return self._rejoining(ticket)
 
     def commit_refusal(self, object_id: bytes, ticket: object) -> str | None:
+        """Why a batch of ``object_id`` written under ``ticket`` must not commit."""
         reason = self.lapsed(ticket)
         # An object whose range moved away commits until its new owner pulls it: the
         # pull waits for those commits and carries them along.
