@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 APP ?= examples.app
 PROTOS := $(wildcard proto/abode/cluster/rpc/v1/*.proto)
 
-.PHONY: run dev test bench proto lint clean
+.PHONY: run dev test chaos bench proto lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ dev: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Joins, a rolling restart, a removal, a crash, a pause and a partition under load.
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m chaos tests/replication/test_chaos.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

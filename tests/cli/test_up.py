@@ -102,6 +102,8 @@ def test_a_second_up_stops_what_a_killed_one_left_running(tmp_path: Path) -> Non
                                "--data", str(data / "nodes")])
     unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
+        # Until the child has exec'd, its command line is still this test's.
+        _wait_for_cmdline(orphan.pid, str(data))
         UpState(pid=999_999, data=str(data), etcd="http://127.0.0.1:1",
                 children={"node-1": orphan.pid, "router-1": unrelated.pid}).save()
         assert stop_leftovers(data) == [f"node-1 (pid {orphan.pid})"]
@@ -113,3 +115,10 @@ def test_a_second_up_stops_what_a_killed_one_left_running(tmp_path: Path) -> Non
         for proc in (orphan, unrelated):
             proc.kill()
             proc.wait()
+
+
+def _wait_for_cmdline(pid: int, text: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+        assert time.monotonic() < deadline, f"pid {pid} never ran a command naming {text}"
+        time.sleep(0.01)  # polling interval of a deadline-bounded wait

@@ -43,7 +43,7 @@ from tests.replication.helpers import (
     wait_healthy,
 )
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.chaos]
 
 NAMES = 16
 # A fault's window stays open this long after its objects answer again: answers to
