@@ -10,19 +10,26 @@ import pytest
 
 from tests.cluster.conftest import etcd  # noqa: F401  (a fixture, used by name below)
 from tests.cluster.etcd import EtcdProcess
-from tests.cluster.harness import Cluster
+from tests.cluster.harness import LEASE_TTL, Cluster
 from tests.replication import netns
 
 APP = "tests.apps.replication_app"
 
 
 @pytest.fixture
+def lease_ttl() -> float:
+    """The cluster's lease TTL; a module that needs another one overrides this."""
+    return LEASE_TTL
+
+
+@pytest.fixture
 def cluster(
-    tmp_path: Path, etcd: EtcdProcess, request: pytest.FixtureRequest  # noqa: F811
+    tmp_path: Path, etcd: EtcdProcess, request: pytest.FixtureRequest,  # noqa: F811
+    lease_ttl: float,
 ) -> Iterator[Cluster]:
     """An empty cluster running the replication test app; every child is stopped
     after the test, and their logs are printed if it failed."""
-    handle = Cluster(tmp_path / "cluster", etcd, APP)
+    handle = Cluster(tmp_path / "cluster", etcd, APP, lease_ttl=lease_ttl)
     try:
         yield handle
     finally:

@@ -14,16 +14,12 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.cluster.etcd import EtcdProcess
 from tests.cluster.harness import Cluster
 from tests.harness import assert_eventually
-from tests.replication.conftest import APP
 from tests.replication.helpers import (
     OpLoad,
     check_ledger,
@@ -41,15 +37,8 @@ TTL = 3.0  # the default: what users run with
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, etcd: EtcdProcess, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    handle = Cluster(tmp_path / "cluster", etcd, APP, lease_ttl=TTL)
-    try:
-        yield handle
-    finally:
-        handle.stop_all()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(f"\n{handle.all_logs(tail=12000)}")
+def lease_ttl() -> float:
+    return TTL
 
 
 async def start(cluster: Cluster, http: aiohttp.ClientSession) -> list[str]:

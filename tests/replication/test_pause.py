@@ -17,16 +17,12 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.cluster.etcd import EtcdProcess
 from tests.cluster.harness import Cluster
 from tests.harness import assert_eventually
-from tests.replication.conftest import APP
 from tests.replication.helpers import (
     AMBIGUOUS_STATUSES,
     OpLoad,
@@ -48,15 +44,8 @@ HOLD_MS = 9000
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, etcd: EtcdProcess, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    handle = Cluster(tmp_path / "cluster", etcd, APP, lease_ttl=TTL)
-    try:
-        yield handle
-    finally:
-        handle.stop_all()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(f"\n{handle.all_logs(tail=12000)}")
+def lease_ttl() -> float:
+    return TTL
 
 
 async def home_pid(http: aiohttp.ClientSession, url: str, name: str) -> int:
