@@ -104,7 +104,8 @@ class Runtime:
         deadline = time.monotonic() + timeout
         while any(not h.idle for h in self.hosts.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        await self.committer.close()
+        # One budget for the whole drain: the flush gets what the events left of it.
+        await self.committer.close(timeout=max(0.5, deadline - time.monotonic()))
 
     async def stop(self) -> None:
         self._accepting = False

@@ -579,11 +579,19 @@ class GroupCommitter:
                 fut.set_exception(CommitFenced(reason))
         return kept
 
-    async def close(self) -> None:
-        """Commit what is queued, then stop. Safe to call twice."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Commit what is queued, then stop; a group still unconfirmed after
+        ``timeout`` s (its replication retrying) is given up: a stopping node must
+        exit within its grace. Safe to call twice."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
-            await asyncio.wait([self._task])  # its own outcome is the supervisor's to judge
+            # Its own outcome is the supervisor's to judge.
+            await asyncio.wait([self._task], timeout=timeout)
+            if not self._task.done():
+                log.warning("stopping: a commit group still unconfirmed after %g s is "
+                            "given up", timeout)
+                self._task.cancel()
+                await asyncio.wait([self._task])
             self._task = None
         self._thread.shutdown(wait=True)
